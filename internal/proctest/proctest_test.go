@@ -1,0 +1,32 @@
+package proctest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestStartFindsListeningAddr(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "fake.sh")
+	body := "#!/bin/sh\necho 'time=x level=INFO msg=listening addr=127.0.0.1:4242'\nexec sleep 30\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := Start(t, script)
+	if got, want := p.Addr, "127.0.0.1:4242"; got != want {
+		t.Fatalf("Addr=%q, want %q", got, want)
+	}
+	p.Kill()
+	if !p.Exited() {
+		t.Fatal("process still running after Kill")
+	}
+}
+
+func TestStartReportsEarlyExit(t *testing.T) {
+	_, err := start("/bin/sh", "-c", "echo boom; exit 3")
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("err=%v, want exit report with output", err)
+	}
+}
