@@ -8,6 +8,7 @@
 package checksum
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
@@ -135,20 +136,15 @@ func isPySpace(r rune) bool {
 	return unicode.IsSpace(r)
 }
 
-// Newline returns the newline sequence of the first line of raw, which is
-// what Fava writes the whole file back with: "\r\n", "\r" or "\n". A file
-// without any line break gives "\n".
+// Newline returns the newline sequence Fava writes a whole file back with,
+// by Fava's rule (_file_newline_character): look at the bytes up to the
+// first "\n"; "\r\n" if a "\r" precedes it, else "\n". A file without any
+// "\n" (empty, or CR-only) gives "\n", Fava's os.linesep on the systems it
+// runs on.
 func Newline(raw []byte) string {
-	for i, c := range raw {
-		switch c {
-		case '\n':
-			return "\n"
-		case '\r':
-			if i+1 < len(raw) && raw[i+1] == '\n' {
-				return "\r\n"
-			}
-			return "\r"
-		}
+	i := bytes.IndexByte(raw, '\n')
+	if i > 0 && raw[i-1] == '\r' {
+		return "\r\n"
 	}
 	return "\n"
 }

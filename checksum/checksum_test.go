@@ -119,8 +119,13 @@ func TestNewline(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"a\r\nb\n", "\r\n"},
 		{"a\nb\r\n", "\n"},
-		{"a\rb", "\r"},
 		{"abc", "\n"},
+		// Fava only looks at the bytes before the first "\n".
+		{"a\rb", "\n"},
+		{"a\rb\n", "\n"},
+		{"a\rb\r\n", "\r\n"},
+		{"\r\n", "\r\n"},
+		{"", "\n"},
 	} {
 		if got := checksum.Newline([]byte(tc.in)); got != tc.want {
 			t.Errorf("Newline(%q)=%q, want %q", tc.in, got, tc.want)
