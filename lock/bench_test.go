@@ -1,0 +1,64 @@
+package lock
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+)
+
+// BenchmarkLockUnlock compares one uncontended acquire/release of the
+// in-process lock alone with the whole Ledger lock (in-process plus flock),
+// which is what a write or read through the proxy pays.
+func BenchmarkLockUnlock(b *testing.B) {
+	ctx := context.Background()
+	newLedger := func(b *testing.B) *Ledger {
+		return New(filepath.Join(b.TempDir(), ".main.beancount.favaproxy.lock"))
+	}
+	b.Run("InProcessOnly", func(b *testing.B) {
+		l := newLedger(b)
+		for b.Loop() {
+			if err := l.sem.Acquire(ctx, writerWeight); err != nil {
+				b.Fatal(err)
+			}
+			l.sem.Release(writerWeight)
+		}
+	})
+	b.Run("Exclusive", func(b *testing.B) {
+		l := newLedger(b)
+		for b.Loop() {
+			release, err := l.Lock(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			release()
+		}
+	})
+	b.Run("Shared", func(b *testing.B) {
+		l := newLedger(b)
+		for b.Loop() {
+			release, err := l.RLock(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			release()
+		}
+	})
+	b.Run("SharedOverlapping", func(b *testing.B) {
+		// Readers overlapping another reader reuse the process's shared
+		// flock: only the turnstile pass, two non-blocking flock calls on
+		// the descriptor kept open.
+		l := newLedger(b)
+		hold, err := l.RLock(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer hold()
+		for b.Loop() {
+			release, err := l.RLock(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			release()
+		}
+	})
+}
