@@ -1,0 +1,422 @@
+// Package journal keeps favaproxy's per-ledger journal of writes: an
+// append-only JSON Lines file that is both the memory of idempotency keys
+// (which key wrote what, with which request fingerprint and which reply)
+// and the audit trail (who wrote, when, through which route, with which
+// file checksums before and after, and how it ended).
+//
+// Several favaproxy processes may share one journal. Every append is one
+// write of whole lines (one, or a batch), made under an exclusive flock on
+// the journal file and fsynced before Append returns, so lines never
+// interleave. Readers take
+// no lock: they read complete lines only, and a last line without its
+// newline (a write in progress, or one cut short by a crash) is not read
+// until it is complete. A writer that finds the file ending in such a
+// fragment (its writer died: appends run under the lock) ends it with a
+// newline first, so the fragment becomes one unreadable line that readers
+// skip and Read reports, and the new record stays whole.
+//
+// The journal must not be rotated or truncated while favaproxy runs; if it
+// is replaced, open journals notice and start over from the new file.
+package journal
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// Outcomes recorded for a write.
+const (
+	OutcomeOK       = "ok"       // the write was done (Fava or favaproxy answered success)
+	OutcomeConflict = "conflict" // answered 409: a conflict favaproxy could not resolve
+	OutcomeError    = "error"    // Fava or favaproxy refused or failed the write
+	OutcomeReplayed = "replayed" // an idempotent retry answered from an earlier record
+	OutcomeMismatch = "mismatch" // an idempotency key reused for another request (422)
+	OutcomePartial  = "partial"  // fewer entries with the key in the ledger than were sent
+	// OutcomeMerged: a stale PUT source that favaproxy merged three-way
+	// into the file's current text and wrote.
+	OutcomeMerged = "merged"
+	// OutcomeRelocated: a source_slice edit of an entry that had moved,
+	// which favaproxy found by its checksum and carried out itself.
+	OutcomeRelocated = "relocated"
+)
+
+// FileChange is the checksum of a file before and after a write
+// (sha256 hex, as Fava computes it; "" for a file that did not exist).
+type FileChange struct {
+	Path   string `json:"path"`
+	Before string `json:"before,omitempty"`
+	After  string `json:"after,omitempty"`
+}
+
+// Record is one line of the journal: one write request and how it ended.
+type Record struct {
+	Time        time.Time `json:"time"`
+	RequestID   string    `json:"request_id,omitempty"`
+	User        string    `json:"user"`
+	Ledger      string    `json:"ledger"`
+	Route       string    `json:"route"`
+	Kind        string    `json:"kind"`
+	Key         string    `json:"key,omitempty"`         // idempotency key (the link, with prefix)
+	Fingerprint string    `json:"fingerprint,omitempty"` // of the request, for idempotency
+	Entries     int       `json:"entries,omitempty"`     // entries sent
+	Outcome     string    `json:"outcome"`
+	Status      int       `json:"status"` // HTTP status answered
+	// Reply is the JSON body of Fava's reply, kept to replay it. It must be
+	// valid JSON or empty.
+	Reply json.RawMessage `json:"reply,omitempty"`
+	Files []FileChange    `json:"files,omitempty"`
+	Batch int             `json:"batch,omitempty"` // requests written together in one upstream call
+	Note  string          `json:"note,omitempty"`
+}
+
+// ErrClosed is returned by a closed Journal.
+var ErrClosed = errors.New("journal is closed")
+
+// syncFile is (*os.File).Sync; tests count the calls.
+var syncFile = (*os.File).Sync
+
+// DefaultDir is the journal directory of a ledger when none is configured:
+// .favaproxy beside the ledger's main file.
+func DefaultDir(ledgerFile string) string {
+	return filepath.Join(filepath.Dir(ledgerFile), ".favaproxy")
+}
+
+// Path is the journal file of ledgerFile in dir:
+// <dir>/<base name of the ledger>.journal.jsonl.
+func Path(dir, ledgerFile string) string {
+	return filepath.Join(dir, filepath.Base(ledgerFile)+".journal.jsonl")
+}
+
+// Journal is an open journal. Its methods are safe for concurrent use.
+type Journal struct {
+	path string
+
+	// mu guards every field below, and serializes this Journal's appends:
+	// one *flock.Flock does not exclude the goroutines sharing it.
+	mu     sync.Mutex
+	closed bool
+	lock   *flock.Flock
+	f      *os.File // read-write, O_APPEND
+	offset int64    // bytes of f read into keys: always at a line start
+	keys   map[string]*keyState
+	bad    int // unreadable lines seen
+}
+
+type keyState struct {
+	firstOK *Record // first record with OutcomeOK
+	latest  Record  // latest record of any outcome
+}
+
+// Open opens (creating if needed) the journal of ledgerFile in dir. The
+// directory is created with mode 0700, the file with mode 0600.
+func Open(dir, ledgerFile string) (*Journal, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	path := Path(dir, ledgerFile)
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		// Make the new file's directory entry durable.
+		if err := syncDir(dir); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open journal: %w", err)
+		}
+	}
+	return &Journal{
+		path: path,
+		lock: flock.New(path),
+		f:    f,
+		keys: map[string]*keyState{},
+	}, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return syncFile(d)
+}
+
+// Path returns the journal's file path.
+func (j *Journal) Path() string { return j.path }
+
+// Append writes r as one line and fsyncs it before returning. A zero
+// r.Time is set to now (UTC).
+func (j *Journal) Append(r Record) error {
+	return j.AppendBatch([]Record{r})
+}
+
+// AppendBatch writes records as consecutive lines, in order, with one write
+// under one flock, and fsyncs them once before returning: a group of
+// writes pays one fsync. Zero times are set to now (UTC). Nothing is written
+// when a record cannot be encoded.
+func (j *Journal) AppendBatch(records []Record) error {
+	if len(records) == 0 {
+		return nil
+	}
+	var buf []byte
+	now := time.Now().UTC()
+	for _, r := range records {
+		if r.Time.IsZero() {
+			r.Time = now
+		}
+		if len(r.Reply) > 0 && !json.Valid(r.Reply) {
+			return errors.New("append journal record: reply is not valid JSON")
+		}
+		line, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("append journal record: %w", err)
+		}
+		buf = append(append(buf, line...), '\n')
+	}
+
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return ErrClosed
+	}
+	if err := j.lock.Lock(); err != nil {
+		return fmt.Errorf("lock journal: %w", err)
+	}
+	defer j.lock.Unlock()
+	if err := j.reopenIfReplaced(); err != nil {
+		return err
+	}
+	fi, err := j.f.Stat()
+	if err != nil {
+		return fmt.Errorf("append journal record: %w", err)
+	}
+	if size := fi.Size(); size > 0 {
+		last := make([]byte, 1)
+		if _, err := j.f.ReadAt(last, size-1); err != nil {
+			return fmt.Errorf("append journal record: %w", err)
+		}
+		if last[0] != '\n' {
+			// A writer died mid-line (writers hold the lock): end its
+			// fragment so that these records stay lines of their own.
+			buf = append([]byte{'\n'}, buf...)
+		}
+	}
+	if _, err := j.f.Write(buf); err != nil {
+		return fmt.Errorf("append journal record: %w", err)
+	}
+	if err := syncFile(j.f); err != nil {
+		return fmt.Errorf("sync journal: %w", err)
+	}
+	return nil
+}
+
+// reopenIfReplaced reopens the journal file if the path now names another
+// file, and forgets what was read. j.mu must be held.
+func (j *Journal) reopenIfReplaced() error {
+	cur, err := os.Stat(j.path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("stat journal: %w", err)
+	}
+	mine, err := j.f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat journal: %w", err)
+	}
+	if cur != nil && os.SameFile(cur, mine) {
+		return nil
+	}
+	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("reopen journal: %w", err)
+	}
+	j.f.Close()
+	j.f = f
+	j.offset, j.keys, j.bad = 0, map[string]*keyState{}, 0
+	return nil
+}
+
+// Lookup returns the first record with Outcome "ok" for the idempotency
+// key: the write that key did, whose reply is the one to replay. Records
+// of other outcomes (errors, replays) are not returned; see Latest. It
+// reads the lines appended since the last call, by this or any other
+// process.
+func (j *Journal) Lookup(key string) (Record, bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.refresh(); err != nil {
+		return Record{}, false, err
+	}
+	if s := j.keys[key]; s != nil && s.firstOK != nil {
+		return *s.firstOK, true, nil
+	}
+	return Record{}, false, nil
+}
+
+// Latest returns the latest record of any outcome for the key.
+func (j *Journal) Latest(key string) (Record, bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.refresh(); err != nil {
+		return Record{}, false, err
+	}
+	if s := j.keys[key]; s != nil {
+		return s.latest, true, nil
+	}
+	return Record{}, false, nil
+}
+
+// Unreadable returns how many complete lines that are not records the
+// journal has met so far (the remains of a writer that crashed mid-line).
+func (j *Journal) Unreadable() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.bad
+}
+
+// refresh reads the complete lines appended since offset. j.mu must be held.
+func (j *Journal) refresh() error {
+	if j.closed {
+		return ErrClosed
+	}
+	if err := j.reopenIfReplaced(); err != nil {
+		return err
+	}
+	fi, err := j.f.Stat()
+	if err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	size := fi.Size()
+	if size < j.offset { // truncated: start over
+		j.offset, j.keys, j.bad = 0, map[string]*keyState{}, 0
+	}
+	if size == j.offset {
+		return nil
+	}
+	br := bufio.NewReaderSize(io.NewSectionReader(j.f, j.offset, size-j.offset), 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if err == io.EOF {
+			return nil // a fragment, if any, waits for its newline
+		}
+		if err != nil {
+			return fmt.Errorf("read journal: %w", err)
+		}
+		j.offset += int64(len(line))
+		r, ok := parseLine(line)
+		if !ok {
+			j.bad++
+			continue
+		}
+		if r.Key == "" {
+			continue
+		}
+		s := j.keys[r.Key]
+		if s == nil {
+			s = &keyState{}
+			j.keys[r.Key] = s
+		}
+		s.latest = r
+		if s.firstOK == nil && r.Outcome == OutcomeOK {
+			rc := r
+			s.firstOK = &rc
+		}
+	}
+}
+
+func parseLine(line []byte) (Record, bool) {
+	var r Record
+	line = bytes.TrimRight(line, "\n")
+	if len(line) == 0 || line[0] != '{' || json.Unmarshal(line, &r) != nil {
+		return Record{}, false
+	}
+	return r, true
+}
+
+// Close closes the journal.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil
+	}
+	j.closed = true
+	return errors.Join(j.f.Close(), j.lock.Close())
+}
+
+// Filter selects records for Read. Zero fields select everything.
+type Filter struct {
+	Since time.Time // records at or after Since
+	User  string    // records of this user
+	Key   string    // records of this idempotency key
+}
+
+func (f Filter) match(r Record) bool {
+	return (f.Since.IsZero() || !r.Time.Before(f.Since)) &&
+		(f.User == "" || r.User == f.User) &&
+		(f.Key == "" || r.Key == f.Key)
+}
+
+// CorruptError reports complete lines of a journal that are not records.
+// Read returns it after reading everything else.
+type CorruptError struct {
+	Path  string
+	Lines []int // 1-based line numbers
+}
+
+func (e *CorruptError) Error() string {
+	nums := make([]string, len(e.Lines))
+	for i, n := range e.Lines {
+		nums[i] = strconv.Itoa(n)
+	}
+	return fmt.Sprintf("journal %s: unreadable lines %s", e.Path, strings.Join(nums, ", "))
+}
+
+// Read calls fn for each record of the journal file at path that f
+// selects, in order. It stops at the first error fn returns and returns
+// it. An incomplete last line is ignored; other unreadable lines are
+// skipped and reported at the end as a *CorruptError.
+func Read(path string, f Filter, fn func(Record) error) error {
+	file, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	defer file.Close()
+	br := bufio.NewReaderSize(file, 64<<10)
+	var corrupt []int
+	for n := 1; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read journal: %w", err)
+		}
+		r, ok := parseLine(line)
+		if !ok {
+			corrupt = append(corrupt, n)
+			continue
+		}
+		if f.match(r) {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	if len(corrupt) > 0 {
+		return &CorruptError{Path: path, Lines: corrupt}
+	}
+	return nil
+}
