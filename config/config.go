@@ -1,0 +1,418 @@
+// Package config holds favaproxy's configuration as a plain struct, its
+// defaults and its validation. It knows nothing of files, flags or the
+// environment: cmd/favaproxy fills a Config from those (with viper) and every
+// other package receives plain values.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of a favaproxy process. The mapstructure
+// tags are the keys of the YAML file; environment variables are the same keys
+// upper-cased with "." and "-" turned into "_" and prefixed FAVAPROXY_.
+type Config struct {
+	// Listen is the address favaproxy serves on. Default 127.0.0.1:5001.
+	Listen string `mapstructure:"listen"`
+	// Upstream is Fava's base URL, optionally with the path prefix Fava runs
+	// under (fava --prefix). Default http://127.0.0.1:5000.
+	Upstream string `mapstructure:"upstream"`
+	// Ledgers are the ledgers Fava serves. At least one is required.
+	Ledgers []Ledger `mapstructure:"ledgers"`
+	// LockTimeout bounds how long a request waits for a ledger's lock before
+	// it is answered 503 with Retry-After. Default 30s.
+	LockTimeout time.Duration `mapstructure:"lock_timeout"`
+	// ShutdownGrace bounds how long in-flight requests may finish after
+	// SIGTERM. Default 30s.
+	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
+	// ReadOnly refuses every write with 403.
+	ReadOnly bool `mapstructure:"read_only"`
+
+	Identity    Identity    `mapstructure:"identity"`
+	Timeouts    Timeouts    `mapstructure:"timeouts"`
+	Limits      Limits      `mapstructure:"limits"`
+	Retry       Retry       `mapstructure:"retry"`
+	Batch       Batch       `mapstructure:"batch"`
+	Idempotency Idempotency `mapstructure:"idempotency"`
+	Merge       Merge       `mapstructure:"merge"`
+	Auth        Auth        `mapstructure:"auth"`
+	Log         Log         `mapstructure:"log"`
+	Metrics     Metrics     `mapstructure:"metrics"`
+}
+
+// Ledger is one Beancount ledger served by Fava.
+type Ledger struct {
+	// File is the ledger's main file.
+	File string `mapstructure:"file"`
+	// Slug is the ledger's URL segment in Fava. Empty means derive it as
+	// Fava does (from the title option, else from the file path).
+	Slug string `mapstructure:"slug"`
+	// LockFile is the file that carries the ledger's cross-process lock.
+	// Empty means <dir>/.<file name>.favaproxy.lock beside the ledger.
+	LockFile string `mapstructure:"lock_file"`
+	// StateDir holds the ledger's journal. Empty means <dir>/.favaproxy.
+	StateDir string `mapstructure:"state_dir"`
+	// AccountsFile is where add_account inserts open directives. Empty
+	// means the main file.
+	AccountsFile string `mapstructure:"accounts_file"`
+}
+
+// Identity says who a request is from.
+type Identity struct {
+	// Header carries the user name set by a trusted auth proxy.
+	// Default X-Remote-User.
+	Header string `mapstructure:"header"`
+	// TrustedProxies are the peer addresses or CIDRs whose identity header
+	// (and X-Forwarded-*) is believed. Default none.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
+}
+
+// Timeouts of the server and of calls to Fava.
+type Timeouts struct {
+	// ReadHeader bounds reading a request's headers. Default 10s.
+	ReadHeader time.Duration `mapstructure:"read_header"`
+	// Read bounds reading a whole request, body included. Default 60s.
+	Read time.Duration `mapstructure:"read"`
+	// Idle bounds keep-alive connections between requests. Default 120s.
+	Idle time.Duration `mapstructure:"idle"`
+	// Dial bounds connecting to Fava. Default 5s.
+	Dial time.Duration `mapstructure:"dial"`
+	// Upstream bounds waiting for Fava's response headers. Default 120s.
+	Upstream time.Duration `mapstructure:"upstream"`
+}
+
+// Limits on request sizes and queues.
+type Limits struct {
+	// JSONBody caps JSON write bodies (add_entries, add_account, slices).
+	// Default 1 MiB.
+	JSONBody int64 `mapstructure:"json_body"`
+	// SourceBody caps PUT source bodies. Default 32 MiB.
+	SourceBody int64 `mapstructure:"source_body"`
+	// UploadBody caps document and import uploads. Default 64 MiB.
+	UploadBody int64 `mapstructure:"upload_body"`
+	// HeaderBytes caps request headers. Default 64 KiB.
+	HeaderBytes int `mapstructure:"header_bytes"`
+	// QueueDepth bounds writes waiting for one ledger; more get 503.
+	// Default 256.
+	QueueDepth int `mapstructure:"queue_depth"`
+}
+
+// Retry bounds retries of writes after a conflict or a failed connection.
+type Retry struct {
+	// MaxAttempts is the most attempts of one write. Default 5.
+	MaxAttempts int `mapstructure:"max_attempts"`
+	// InitialInterval is the first backoff wait. Default 50ms.
+	InitialInterval time.Duration `mapstructure:"initial_interval"`
+	// MaxElapsed bounds the time spent retrying one write. Default 5s.
+	MaxElapsed time.Duration `mapstructure:"max_elapsed"`
+}
+
+// Batch configures group commit of add_entries.
+type Batch struct {
+	// Disabled turns group commit off.
+	Disabled bool `mapstructure:"disabled"`
+	// MaxRequests caps the requests in one batch. Default 64.
+	MaxRequests int `mapstructure:"max_requests"`
+	// MaxBytes caps the entry bytes in one batch. Default 4 MiB.
+	MaxBytes int64 `mapstructure:"max_bytes"`
+	// GatherDelay is how long after a batch ended the next batch waits
+	// for writes before it goes to Fava, so that writers answered together
+	// are batched together. Zero turns it off. Default 5ms.
+	GatherDelay time.Duration `mapstructure:"gather_delay"`
+}
+
+// Idempotency configures Idempotency-Key handling.
+type Idempotency struct {
+	// Header is the request header carrying the key. Default Idempotency-Key.
+	Header string `mapstructure:"header"`
+	// Prefix is put before every key to form the Beancount link.
+	Prefix string `mapstructure:"prefix"`
+	// MetaKey is the metadata key that carries the key on Balance and Note
+	// entries. Default idempotency-key.
+	MetaKey string `mapstructure:"meta_key"`
+}
+
+// Merge configures three-way merges of whole-file edits.
+type Merge struct {
+	// CacheBytes bounds the remembered file versions. Default 64 MiB.
+	CacheBytes int64 `mapstructure:"cache_bytes"`
+}
+
+// Auth configures optional authentication inside favaproxy.
+type Auth struct {
+	// Mode is "" (none: trust the identity header of trusted proxies),
+	// "basic" (htpasswd file with bcrypt hashes) or "token" (bearer tokens).
+	Mode string `mapstructure:"mode"`
+	// HtpasswdFile is the htpasswd file for mode basic.
+	HtpasswdFile string `mapstructure:"htpasswd_file"`
+	// Tokens are the bearer tokens for mode token.
+	Tokens []Token `mapstructure:"tokens"`
+	// ReadOnlyUsers may read but get 403 on any write.
+	ReadOnlyUsers []string `mapstructure:"read_only_users"`
+}
+
+// Token maps a bearer token, stored as its sha256 hex, to a user.
+type Token struct {
+	User   string `mapstructure:"user"`
+	SHA256 string `mapstructure:"sha256"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `mapstructure:"level"`
+	// Format is text or json. Default text.
+	Format string `mapstructure:"format"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Disabled turns /metrics off.
+	Disabled bool `mapstructure:"disabled"`
+}
+
+// Default returns the configuration with every default filled in and no
+// ledgers.
+func Default() Config {
+	return Config{
+		Listen:        "127.0.0.1:5001",
+		Upstream:      "http://127.0.0.1:5000",
+		LockTimeout:   30 * time.Second,
+		ShutdownGrace: 30 * time.Second,
+		Identity:      Identity{Header: "X-Remote-User"},
+		Timeouts: Timeouts{
+			ReadHeader: 10 * time.Second,
+			Read:       60 * time.Second,
+			Idle:       120 * time.Second,
+			Dial:       5 * time.Second,
+			Upstream:   120 * time.Second,
+		},
+		Limits: Limits{
+			JSONBody:    1 << 20,
+			SourceBody:  32 << 20,
+			UploadBody:  64 << 20,
+			HeaderBytes: 64 << 10,
+			QueueDepth:  256,
+		},
+		Retry:       Retry{MaxAttempts: 5, InitialInterval: 50 * time.Millisecond, MaxElapsed: 5 * time.Second},
+		Batch:       Batch{MaxRequests: 64, MaxBytes: 4 << 20, GatherDelay: 5 * time.Millisecond},
+		Idempotency: Idempotency{Header: "Idempotency-Key", MetaKey: "idempotency-key"},
+		Merge:       Merge{CacheBytes: 64 << 20},
+		Log:         Log{Level: "info", Format: "text"},
+	}
+}
+
+// ParseLedger parses a --ledger flag value: PATH or SLUG=PATH.
+func ParseLedger(s string) Ledger {
+	if slug, path, ok := strings.Cut(s, "="); ok && slug != "" && !strings.ContainsAny(slug, `/\`) {
+		return Ledger{File: path, Slug: slug}
+	}
+	return Ledger{File: s}
+}
+
+// LockPath returns the ledger's lock file: LockFile, or
+// <dir>/.<file name>.favaproxy.lock beside the ledger.
+func (l Ledger) LockPath() string {
+	if l.LockFile != "" {
+		return l.LockFile
+	}
+	return DefaultLockFile(l.File)
+}
+
+// DefaultLockFile returns <dir>/.<file name>.favaproxy.lock for a ledger file.
+func DefaultLockFile(ledgerFile string) string {
+	dir, name := filepath.Split(filepath.Clean(ledgerFile))
+	return filepath.Join(dir, "."+name+".favaproxy.lock")
+}
+
+// StatePath returns the ledger's state directory: StateDir, or
+// <dir>/.favaproxy beside the ledger.
+func (l Ledger) StatePath() string {
+	if l.StateDir != "" {
+		return l.StateDir
+	}
+	return filepath.Join(filepath.Dir(filepath.Clean(l.File)), ".favaproxy")
+}
+
+// UpstreamURL returns the parsed Upstream.
+func (c *Config) UpstreamURL() (*url.URL, error) {
+	u, err := url.Parse(c.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("upstream: scheme must be http or https, got %q", u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("upstream: no host in %q", c.Upstream)
+	}
+	return u, nil
+}
+
+// TrustedPrefixes parses Identity.TrustedProxies: single addresses become
+// one-address prefixes.
+func (c *Config) TrustedPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var errs []error
+	for _, s := range c.Identity.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("identity.trusted_proxies: %q is neither an address nor a CIDR", s))
+			continue
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, errors.Join(errs...)
+}
+
+// Validate reports every problem of c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		add("listen: %v", err)
+	}
+	if _, err := c.UpstreamURL(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Ledgers) == 0 {
+		add("ledgers: at least one ledger is required")
+	}
+	slugs := map[string]bool{}
+	for i, l := range c.Ledgers {
+		switch fi, err := os.Stat(l.File); {
+		case l.File == "":
+			add("ledgers[%d].file: empty", i)
+		case err != nil:
+			add("ledgers[%d].file: %v", i, err)
+		case fi.IsDir():
+			add("ledgers[%d].file: %s is a directory", i, l.File)
+		}
+		if l.Slug != "" {
+			if slugs[l.Slug] {
+				add("ledgers[%d].slug: %q used twice", i, l.Slug)
+			}
+			slugs[l.Slug] = true
+			if strings.ContainsAny(l.Slug, "/?#% ") {
+				add("ledgers[%d].slug: %q is not a URL path segment", i, l.Slug)
+			}
+		}
+		if l.File != "" && filepath.Clean(l.LockPath()) == filepath.Clean(l.File) {
+			add("ledgers[%d].lock_file: must not be the ledger file itself", i)
+		}
+	}
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			add("%s: must be positive, got %s", name, d)
+		}
+	}
+	positive("lock_timeout", c.LockTimeout)
+	positive("shutdown_grace", c.ShutdownGrace)
+	positive("timeouts.read_header", c.Timeouts.ReadHeader)
+	positive("timeouts.read", c.Timeouts.Read)
+	positive("timeouts.idle", c.Timeouts.Idle)
+	positive("timeouts.dial", c.Timeouts.Dial)
+	positive("timeouts.upstream", c.Timeouts.Upstream)
+	positive("retry.initial_interval", c.Retry.InitialInterval)
+	positive("retry.max_elapsed", c.Retry.MaxElapsed)
+	if c.Retry.MaxElapsed >= c.LockTimeout && c.LockTimeout > 0 {
+		add("retry.max_elapsed (%s) must stay below lock_timeout (%s)", c.Retry.MaxElapsed, c.LockTimeout)
+	}
+	if c.Batch.GatherDelay < 0 || c.Batch.GatherDelay > time.Second {
+		add("batch.gather_delay: must be between 0 and 1s, got %s", c.Batch.GatherDelay)
+	}
+	if c.Retry.MaxAttempts < 1 {
+		add("retry.max_attempts: must be at least 1, got %d", c.Retry.MaxAttempts)
+	}
+	for name, n := range map[string]int64{
+		"limits.json_body": c.Limits.JSONBody, "limits.source_body": c.Limits.SourceBody,
+		"limits.upload_body": c.Limits.UploadBody, "limits.header_bytes": int64(c.Limits.HeaderBytes),
+		"limits.queue_depth": int64(c.Limits.QueueDepth), "batch.max_requests": int64(c.Batch.MaxRequests),
+		"batch.max_bytes": c.Batch.MaxBytes, "merge.cache_bytes": c.Merge.CacheBytes,
+	} {
+		if n <= 0 {
+			add("%s: must be positive, got %d", name, n)
+		}
+	}
+	if h := c.Identity.Header; h == "" || strings.ContainsAny(h, " :\t\r\n") {
+		add("identity.header: %q is not a header name", h)
+	}
+	if _, err := c.TrustedPrefixes(); err != nil {
+		errs = append(errs, err)
+	}
+	if h := c.Idempotency.Header; h == "" || strings.ContainsAny(h, " :\t\r\n") {
+		add("idempotency.header: %q is not a header name", h)
+	}
+	for _, r := range c.Idempotency.Prefix {
+		if !isLinkRune(r) {
+			add("idempotency.prefix: %q may only hold A-Z a-z 0-9 - _ / .", c.Idempotency.Prefix)
+			break
+		}
+	}
+	if !isMetaKey(c.Idempotency.MetaKey) {
+		add("idempotency.meta_key: %q is not a Beancount metadata key", c.Idempotency.MetaKey)
+	}
+	switch c.Auth.Mode {
+	case "":
+	case "basic":
+		if c.Auth.HtpasswdFile == "" {
+			add("auth.htpasswd_file: required for auth.mode basic")
+		} else if _, err := os.Stat(c.Auth.HtpasswdFile); err != nil {
+			add("auth.htpasswd_file: %v", err)
+		}
+	case "token":
+		if len(c.Auth.Tokens) == 0 {
+			add("auth.tokens: required for auth.mode token")
+		}
+		for i, t := range c.Auth.Tokens {
+			if t.User == "" {
+				add("auth.tokens[%d].user: empty", i)
+			}
+			if len(t.SHA256) != 64 || strings.Trim(strings.ToLower(t.SHA256), "0123456789abcdef") != "" {
+				add("auth.tokens[%d].sha256: want 64 hex digits", i)
+			}
+		}
+	default:
+		add("auth.mode: %q is not one of \"\", basic, token", c.Auth.Mode)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func isLinkRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '/' || r == '.'
+}
+
+func isMetaKey(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, r := range s[1:] {
+		if !isLinkRune(r) || r == '/' || r == '.' {
+			return false
+		}
+	}
+	return true
+}
