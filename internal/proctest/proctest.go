@@ -93,7 +93,12 @@ func start(bin string, args ...string) (*Proc, error) {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	addr := make(chan string, 1)
+	// drained closes once every line the process wrote is in p.log. The
+	// pipe hands a line to the scanner before it is appended, so Wait
+	// returning does not mean the log is complete; done waits for this too.
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64*1024), 1<<20)
 		found := false
@@ -112,6 +117,7 @@ func start(bin string, args ...string) (*Proc, error) {
 	go func() {
 		p.waitErr = p.Cmd.Wait()
 		pw.Close()
+		<-drained
 		close(p.done)
 	}()
 	select {
