@@ -1,0 +1,169 @@
+package favatest
+
+import (
+	"fmt"
+	"net/http"
+)
+
+// The wire styles the emulator speaks. Every difference between them lives
+// in this file.
+const (
+	// Style127 answers like Fava 1.27 to 1.29: every API error is HTTP 200
+	// with {"success": false, "error": …}, success carries "success": true,
+	// documents move with GET.
+	Style127 = "1.27"
+	// Style130 answers like Fava 1.30 to 1.30.5: API errors carry HTTP
+	// statuses (500 for plain Fava errors, including an unknown entry hash),
+	// documents still move with GET, context still returns the slice.
+	Style130 = "1.30"
+	// Style13010 answers like the newest Fava 1.30.x: an unknown entry hash
+	// is 404, documents move with PUT, a body that is not JSON is 400,
+	// context no longer returns the slice (GET source_slice does).
+	Style13010 = "1.30.10"
+)
+
+// style holds every behaviour that differs between Fava releases.
+type style struct {
+	name string
+	// successKey adds "success": true/false to API answers (≤ 1.29).
+	successKey bool
+	// statuses answers API errors with their HTTP status; without it every
+	// API error is 200.
+	statuses bool
+	// hashNotFoundStatus is the status of "No entry found for hash".
+	hashNotFoundStatus int
+	// moveMethod is the method of the document move endpoint.
+	moveMethod string
+	// contextSlice makes GET context return slice and sha256sum.
+	contextSlice bool
+	// sourceSliceGET serves GET source_slice.
+	sourceSliceGET bool
+	// invalidJSON is the error for a PUT body that is not JSON.
+	invalidJSON *apiError
+	// typeSuffix formats the tail of "Parameter `x` of incorrect type".
+	typeSuffix func(list bool) string
+	// notDocument is the error for a file that is not a document.
+	notDocument func(filename string) *apiError
+	// moveChecksDocument refuses to move a file that is not a document
+	// (≥ 1.30); 1.27 moves any file.
+	moveChecksDocument bool
+	// reloadOnUnknownSlug checks every ledger for changes before answering
+	// 404 for an unknown slug (≤ 1.29); 1.30 looks the slug up in the
+	// titles of the last load only.
+	reloadOnUnknownSlug bool
+}
+
+func lookupStyle(name string) (*style, error) {
+	switch name {
+	case Style127:
+		return &style{
+			name:                Style127,
+			successKey:          true,
+			reloadOnUnknownSlug: true,
+			hashNotFoundStatus:  http.StatusInternalServerError,
+			moveMethod:          http.MethodGet,
+			contextSlice:        true,
+			invalidJSON:         plainError("Invalid JSON request."),
+			typeSuffix:          func(bool) string { return "." },
+			notDocument: func(string) *apiError {
+				return plainError("No valid document or import file.")
+			},
+		}, nil
+	case Style130, "":
+		return &style{
+			name:               Style130,
+			statuses:           true,
+			hashNotFoundStatus: http.StatusInternalServerError,
+			moveMethod:         http.MethodGet,
+			contextSlice:       true,
+			invalidJSON:        plainError("Invalid JSON request."),
+			typeSuffix:         pythonTypeSuffix,
+			notDocument:        notDocumentError,
+			moveChecksDocument: true,
+		}, nil
+	case Style13010:
+		return &style{
+			name:               Style13010,
+			statuses:           true,
+			hashNotFoundStatus: http.StatusNotFound,
+			moveMethod:         http.MethodPut,
+			sourceSliceGET:     true,
+			invalidJSON:        validationError("Invalid JSON body."),
+			typeSuffix:         pythonTypeSuffix,
+			notDocument:        notDocumentError,
+			moveChecksDocument: true,
+		}, nil
+	}
+	return nil, fmt.Errorf("unknown style %q (want %s, %s or %s)", name, Style127, Style130, Style13010)
+}
+
+func pythonTypeSuffix(list bool) string {
+	if list {
+		return " - expected <class 'list'>."
+	}
+	return " - expected <class 'str'>."
+}
+
+func notDocumentError(filename string) *apiError {
+	return statusError(http.StatusBadRequest, fmt.Sprintf("Not valid document or import file: '%s'.", filename))
+}
+
+// status returns the HTTP status an API error is answered with.
+func (st *style) status(e *apiError) int {
+	if !st.statuses {
+		return http.StatusOK
+	}
+	if e.hashNotFound {
+		return st.hashNotFoundStatus
+	}
+	return e.status
+}
+
+// errorBody returns the JSON body of an API error.
+func (st *style) errorBody(e *apiError) map[string]any {
+	if st.successKey {
+		return map[string]any{"success": false, "error": e.msg}
+	}
+	return map[string]any{"error": e.msg}
+}
+
+// successBody returns the JSON body of a successful API call.
+func (st *style) successBody(data any, mtime int64) map[string]any {
+	body := map[string]any{"data": data, "mtime": fmt.Sprint(mtime)}
+	if st.successKey {
+		body["success"] = true
+	}
+	return body
+}
+
+// apiError is an error Fava turns into a JSON error answer. status is the
+// status Fava ≥ 1.30 uses.
+type apiError struct {
+	status       int
+	msg          string
+	hashNotFound bool
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+// plainError is a FavaAPIError: 500 on ≥ 1.30.
+func plainError(msg string) *apiError {
+	return &apiError{status: http.StatusInternalServerError, msg: msg}
+}
+
+// validationError is a missing or mistyped parameter: 400 on ≥ 1.30.
+func validationError(msg string) *apiError {
+	return &apiError{status: http.StatusBadRequest, msg: "Invalid API request: " + msg}
+}
+
+func statusError(status int, msg string) *apiError {
+	return &apiError{status: status, msg: msg}
+}
+
+func hashNotFoundError(hash string) *apiError {
+	return &apiError{status: http.StatusInternalServerError, msg: fmt.Sprintf(`No entry found for hash "%s"`, hash), hashNotFound: true}
+}
+
+func changedExternallyError(path string) *apiError {
+	return plainError(fmt.Sprintf("The file at '%s' changed externally.", path))
+}
