@@ -1,0 +1,61 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// BenchmarkPassThrough compares a GET straight to the upstream with the same
+// GET through favaproxy, for a static file (no lock) and a ledger page
+// (shared lock), all over loopback HTTP. Compare ns/op of the sub-benchmarks
+// from one run.
+func BenchmarkPassThrough(b *testing.B) {
+	page := strings.Repeat("<tr><td>Assets:Bank</td><td>100.00 USD</td></tr>\n", 40) // ~2 KiB
+	up := startUpstream(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, page)
+	}))
+	o := Options{Logger: discardLogger()}
+	p := startProxy(b, testConfig(b, up.URL), o)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+	b.Cleanup(client.CloseIdleConnections) // before the proxy shuts down
+	get := func(b *testing.B, url string) {
+		b.ReportAllocs()
+		for b.Loop() {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || n != int64(len(page)) {
+				b.Fatalf("status %d, %d bytes", resp.StatusCode, n)
+			}
+		}
+	}
+	b.Run("Direct", func(b *testing.B) { get(b, up.URL+"/"+testSlug+"/income_statement/") })
+	b.Run("ProxyStatic", func(b *testing.B) { get(b, p.URL+"/static/page.html") })
+	b.Run("ProxyRead", func(b *testing.B) { get(b, p.URL+"/"+testSlug+"/income_statement/") })
+}
+
+func BenchmarkRWLock(b *testing.B) {
+	ctx := context.Background()
+	l := newRWLock()
+	b.Run("Lock", func(b *testing.B) {
+		for b.Loop() {
+			release, _ := l.Lock(ctx)
+			release()
+		}
+	})
+	b.Run("RLockParallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				release, _ := l.RLock(ctx)
+				release()
+			}
+		})
+	})
+}

@@ -1,0 +1,265 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/beancount"
+)
+
+// Paths a client names are checked before any lock is taken, so that a
+// request that names a file outside the ledger never reaches Fava:
+//
+//   - GET source ?filename= must be empty (the main file) or one of the
+//     ledger's files: the main file and what it includes, compared after
+//     symlinks are evaluated.
+//   - Document writes stay inside the ledger's documents folders (its
+//     "documents" options, relative to the main file's directory): the
+//     filename of attach_document, move and DELETE document, move's new
+//     location and add_document's folder. Documents that Fava would also
+//     accept from its import-dirs, or from document directives pointing
+//     elsewhere, are refused.
+//
+// The ledger's files are listed from the main file at each check (include
+// resolution as Beancount does it), so includes added while favaproxy runs
+// count at once.
+
+// checkRead checks the paths a read names: the filename of GET source.
+func (s *Server) checkRead(r *http.Request, info *reqInfo, l *ledger) error {
+	if l == nil || apiName(info.cleanPath, l.slug) != "source" {
+		return nil
+	}
+	name, err := oneParam(r.URL.Query(), "filename")
+	if err != nil || name == "" {
+		return err
+	}
+	lg, err := beancount.Load(l.cfg.File)
+	if err != nil {
+		return favaproxy.Errorf(favaproxy.EInternal, "cannot read the ledger")
+	}
+	if !isLedgerFile(name, lg.Files) {
+		return favaproxy.FieldErrorf("filename", "not one of the ledger's files")
+	}
+	return nil
+}
+
+// checkWrite checks the paths a write names, with its body already read.
+func (s *Server) checkWrite(r *http.Request, l *ledger, kind favaproxy.Kind, body []byte) error {
+	if kind != favaproxy.KindDocument {
+		return nil
+	}
+	lg, err := beancount.Load(l.cfg.File)
+	if err != nil {
+		return favaproxy.Errorf(favaproxy.EInternal, "cannot read the ledger")
+	}
+	folders := documentFolders(lg)
+	q := r.URL.Query()
+	switch apiName(s.cls.strip(cleanPath(r.URL.Path)), l.slug) {
+	case "attach_document":
+		var req struct {
+			Filename *string `json:"filename"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil || req.Filename == nil {
+			return favaproxy.FieldErrorf("filename", "missing")
+		}
+		// The name is written into the ledger as document: "<name>".
+		if strings.ContainsAny(*req.Filename, "\"\\") || hasControl(*req.Filename) {
+			return favaproxy.FieldErrorf("filename", "holds a quote, backslash or control character")
+		}
+		return inFolders("filename", *req.Filename, lg.Main, folders)
+	case "move":
+		name, err := oneParam(q, "filename")
+		if err != nil {
+			return err
+		}
+		if err := inFolders("filename", name, lg.Main, folders); err != nil {
+			return err
+		}
+		newName, err := oneParam(q, "new_name")
+		if err != nil {
+			return err
+		}
+		account, err := oneParam(q, "account")
+		if err != nil {
+			return err
+		}
+		if newName == "" || newName == "." || newName == ".." || strings.ContainsAny(newName, `/\`) || hasControl(newName) {
+			return favaproxy.FieldErrorf("new_name", "not a file name")
+		}
+		if account == "" || strings.ContainsAny(account, `/\.`) || hasControl(account) {
+			return favaproxy.FieldErrorf("account", "not an account name")
+		}
+		if len(folders) == 0 {
+			return favaproxy.FieldErrorf("new_name", "the ledger has no documents folder")
+		}
+		target := filepath.Join(append([]string{folders[0]}, append(strings.Split(account, ":"), newName)...)...)
+		return inFolders("new_name", target, lg.Main, folders)
+	case "document":
+		name, err := oneParam(q, "filename")
+		if err != nil {
+			return err
+		}
+		return inFolders("filename", name, lg.Main, folders)
+	case "add_document":
+		folder, err := formValue(r, body, "folder")
+		if err != nil {
+			return err
+		}
+		for _, d := range lg.Options["documents"] {
+			if folder == d {
+				return nil
+			}
+		}
+		return favaproxy.FieldErrorf("folder", "not one of the ledger's documents folders")
+	}
+	return nil
+}
+
+// apiName returns NAME of a cleaned path /<slug>/api/NAME, or "".
+func apiName(p, slug string) string {
+	name, ok := strings.CutPrefix(p, "/"+slug+"/api/")
+	if !ok {
+		return ""
+	}
+	return name
+}
+
+// oneParam returns the single value of a query parameter: "" when absent,
+// 400 when repeated (Fava and favaproxy might read different ones).
+func oneParam(q url.Values, name string) (string, error) {
+	switch vs := q[name]; len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+		if strings.IndexByte(vs[0], 0) >= 0 {
+			return "", favaproxy.FieldErrorf(name, "holds a NUL byte")
+		}
+		return vs[0], nil
+	default:
+		return "", favaproxy.FieldErrorf(name, "repeated")
+	}
+}
+
+// formValue returns the single value of a multipart form field of body.
+func formValue(r *http.Request, body []byte, name string) (string, error) {
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || !strings.HasPrefix(mt, "multipart/") || params["boundary"] == "" {
+		return "", favaproxy.Errorf(favaproxy.EInvalid, "want a multipart form")
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	var vals []string
+	for {
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", favaproxy.Errorf(favaproxy.EInvalid, "malformed multipart form")
+		}
+		if p.FormName() == name && p.FileName() == "" {
+			v, err := io.ReadAll(io.LimitReader(p, 4096))
+			if err != nil {
+				return "", favaproxy.Errorf(favaproxy.EInvalid, "malformed multipart form")
+			}
+			vals = append(vals, string(v))
+		}
+	}
+	if len(vals) != 1 {
+		return "", favaproxy.FieldErrorf(name, "want exactly one")
+	}
+	return vals[0], nil
+}
+
+// documentFolders returns the ledger's documents folders, absolute (relative
+// ones are relative to the main file's directory) and resolved.
+func documentFolders(lg *beancount.Ledger) []string {
+	var out []string
+	for _, d := range lg.Options["documents"] {
+		out = append(out, resolvePath(absFrom(lg.Main, d)))
+	}
+	return out
+}
+
+// absFrom makes p absolute relative to main's directory.
+func absFrom(main, p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(filepath.Dir(main), p)
+}
+
+// inFolders refuses a path outside every folder of folders (after symlinks
+// are evaluated as far as the path exists).
+func inFolders(field, p, main string, folders []string) error {
+	if p == "" {
+		return favaproxy.FieldErrorf(field, "missing")
+	}
+	if hasControl(p) {
+		return favaproxy.FieldErrorf(field, "holds a control character")
+	}
+	rp := resolvePath(absFrom(main, p))
+	for _, f := range folders {
+		if rel, err := filepath.Rel(f, rp); err == nil && rel != "." && rel != ".." &&
+			!strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return nil
+		}
+	}
+	return favaproxy.FieldErrorf(field, "not inside the ledger's documents folders")
+}
+
+// isLedgerFile reports whether name, an absolute path, is one of files once
+// symlinks are evaluated on both sides.
+func isLedgerFile(name string, files []string) bool {
+	if !filepath.IsAbs(name) {
+		return false
+	}
+	rn := resolvePath(filepath.Clean(name))
+	for _, f := range files {
+		if filepath.Clean(name) == f || rn == resolvePath(f) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolvePath evaluates the symlinks of p's longest existing prefix and
+// appends the rest, so that a path not created yet resolves too.
+func resolvePath(p string) string {
+	rest := ""
+	for cur := p; ; {
+		r, err := filepath.EvalSymlinks(cur)
+		if err == nil {
+			return filepath.Join(r, rest)
+		}
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, os.ErrNotExist) {
+			return p // unreadable: compare as written
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
+}
+
+// hasControl reports whether s holds a C0 control character or DEL.
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}

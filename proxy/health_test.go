@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+
+	"github.com/favaproxy/favaproxy/config"
+)
+
+// checkedLocker is a Locker with a Check that fails with err.
+type checkedLocker struct {
+	*rwLock
+	err error
+}
+
+func (c checkedLocker) Check() error { return c.err }
+
+func TestHealth(t *testing.T) {
+	upURL, _ := countingUpstream(t)
+
+	t.Run("Livez", func(t *testing.T) {
+		p := startProxy(t, testConfig(t, upURL), Options{})
+		resp, body := do(t, "GET", p.URL+"/livez", "", nil)
+		if got, want := resp.StatusCode, http.StatusOK; got != want {
+			t.Fatalf("status=%d, want %d", got, want)
+		}
+		if got, want := jsonBody(t, resp, body)["status"], "ok"; got != want {
+			t.Errorf("status field=%v, want %q", got, want)
+		}
+	})
+
+	t.Run("Ready", func(t *testing.T) {
+		p := startProxy(t, testConfig(t, upURL), Options{})
+		for _, path := range []string{"/readyz", "/healthz"} {
+			resp, body := do(t, "GET", p.URL+path, "", nil)
+			if got, want := resp.StatusCode, http.StatusOK; got != want {
+				t.Fatalf("%s: status=%d, want %d; body %s", path, got, want, body)
+			}
+			m := jsonBody(t, resp, body)
+			if got, want := m["status"], "ok"; got != want {
+				t.Errorf("%s: status field=%v, want %q", path, got, want)
+			}
+		}
+	})
+
+	failing := []struct {
+		name  string
+		setup func(t *testing.T, cfg *config.Config) Options
+		check string
+	}{
+		{"UpstreamDown", func(t *testing.T, cfg *config.Config) Options {
+			down := httptest.NewServer(http.NotFoundHandler())
+			down.Close()
+			cfg.Upstream = down.URL
+			return Options{}
+		}, "upstream"},
+		{"Upstream5xx", func(t *testing.T, cfg *config.Config) Options {
+			up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "broken", http.StatusInternalServerError)
+			}))
+			cfg.Upstream = up.URL
+			return Options{}
+		}, "upstream"},
+		{"LedgerUnreadable", func(t *testing.T, cfg *config.Config) Options {
+			return Options{} // the file is removed once New has read its title
+		}, "ledger:" + testSlug},
+		{"LockBroken", func(t *testing.T, cfg *config.Config) Options {
+			return Options{NewLocker: func(config.Ledger) (Locker, error) {
+				return checkedLocker{newRWLock(), errors.New("lock file: permission denied")}, nil
+			}}
+		}, "ledger:" + testSlug},
+	}
+	for _, tc := range failing {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, upURL)
+			o := tc.setup(t, &cfg)
+			p := startProxy(t, cfg, o)
+			if tc.name == "LedgerUnreadable" {
+				if err := os.Remove(cfg.Ledgers[0].File); err != nil {
+					t.Fatal(err)
+				}
+			}
+			resp, body := do(t, "GET", p.URL+"/readyz", "", nil)
+			if got, want := resp.StatusCode, http.StatusServiceUnavailable; got != want {
+				t.Fatalf("status=%d, want %d; body %s", got, want, body)
+			}
+			m := jsonBody(t, resp, body)
+			if got, want := m["status"], "unavailable"; got != want {
+				t.Errorf("status field=%v, want %q", got, want)
+			}
+			checks, _ := m["checks"].(map[string]any)
+			if v, _ := checks[tc.check].(string); v == "" || v == "ok" {
+				t.Errorf("checks[%q]=%q, want the failure; body %s", tc.check, v, body)
+			}
+		})
+	}
+}
+
+// TestServeShutdownFinishesWrites pins that Serve, once its context ends,
+// lets an in-flight write finish and returns only after its lock is free.
+func TestServeShutdownFinishesWrites(t *testing.T) {
+	started, proceed := make(chan struct{}), make(chan struct{})
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-proceed
+		w.Write([]byte(`{"data": "ok"}`))
+	}))
+	lk := newRWLock()
+	o := sharedLock(lk)
+	o.Logger = discardLogger()
+	s, err := New(testConfig(t, up.URL), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx) }()
+
+	done := putAsync(context.Background(), "http://"+s.Addr()+"/"+testSlug+"/api/add_entries", "A", "alice")
+	<-started
+	cancel()
+	waitFor(t, "the listener to close", func() bool {
+		c, err := net.Dial("tcp", s.Addr())
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	close(proceed)
+	if resp := <-done; resp == nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("in-flight write: %v, want 200", resp)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	release, err := lk.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+}
+
+func TestListenBindError(t *testing.T) {
+	upURL, _ := countingUpstream(t)
+	p := startProxy(t, testConfig(t, upURL), Options{})
+	cfg := testConfig(t, upURL)
+	cfg.Listen = p.Addr()
+	s, err := New(cfg, Options{Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err == nil {
+		t.Fatal("Listen on a taken address succeeded")
+	}
+}

@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	"github.com/favaproxy/favaproxy"
+)
+
+// serveRead passes a read or static request through to Fava, streaming the
+// answer. A read of a ledger holds the ledger's shared lock from before the
+// request is sent until Fava's body is fully read or closed, so it never
+// sees the file while a write rewrites it.
+func (s *Server) serveRead(w http.ResponseWriter, r *http.Request, info *reqInfo, l *ledger) {
+	if l != nil {
+		s.inflight.Add(1)
+		defer s.inflight.Done()
+		t0 := time.Now()
+		release, err := l.rlock(r.Context(), s.cfg.LockTimeout)
+		s.metrics.observeLockWait(l.slug, metricModeShared, time.Since(t0))
+		if err != nil {
+			s.logRefused(r, info, l.slug, favaproxy.KindRead, err)
+			s.fail(w, r, info, favaproxy.KindRead, err)
+			return
+		}
+		release = s.timeHold(l.slug, metricModeShared, release)
+		info.release = release
+		defer release() // on every path, including a panic of ReverseProxy
+	}
+	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+}
+
+// rewrite builds the request to Fava from the client's: upstream scheme,
+// host and path (see outPath), the client's Host kept, X-Forwarded-* set,
+// the identity header set to the decided user only, a request ID.
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	info := pr.In.Context().Value(infoKey{}).(*reqInfo)
+	out := pr.Out
+	out.URL.Scheme, out.URL.Host = s.upstream.Scheme, s.upstream.Host
+	out.URL.Path, out.URL.RawPath = s.outPath(pr.In.URL)
+	out.Host = pr.In.Host
+	setForwarded(out.Header, pr.In, info.trusted)
+	s.id.setIdentity(out.Header, info.user)
+	out.Header.Set("X-Request-ID", info.requestID)
+	info.upstreamStart = time.Now()
+}
+
+// modifyResponse makes a read's shared lock end when Fava's body does.
+func (s *Server) modifyResponse(resp *http.Response) error {
+	info, _ := resp.Request.Context().Value(infoKey{}).(*reqInfo)
+	if info != nil {
+		s.metrics.observeUpstream(info.kind, time.Since(info.upstreamStart))
+	}
+	s.countUpstreamError(nil, resp.StatusCode)
+	// favaproxy's own X-Request-ID is already set on the answer.
+	resp.Header.Del("X-Request-ID")
+	if info != nil && info.release != nil {
+		resp.Body = &releaseBody{ReadCloser: resp.Body, release: info.release}
+	}
+	if info != nil {
+		if l, ok := s.isSourceRead(resp.Request.Method, info.cleanPath); ok {
+			return s.rememberSource(l, resp)
+		}
+	}
+	return nil
+}
+
+// releaseBody calls release once its body is read to the end or closed.
+type releaseBody struct {
+	io.ReadCloser
+	release func()
+	once    sync.Once
+}
+
+func (b *releaseBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.release)
+	}
+	return n, err
+}
+
+func (b *releaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
+}
+
+// proxyError answers a pass-through request that Fava did not answer: 502
+// when it could not be reached, 504 when it did not answer in time; JSON on
+// API paths, a short HTML page elsewhere.
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	info, _ := r.Context().Value(infoKey{}).(*reqInfo)
+	if info == nil {
+		info = &reqInfo{cleanPath: s.cls.strip(cleanPath(r.URL.Path))}
+	}
+	if info.release != nil {
+		info.release()
+	}
+	if r.Context().Err() != nil {
+		s.log.Debug("client closed the request", "path", r.URL.Path, "status", 499, "request_id", info.requestID)
+		return
+	}
+	err = upstreamError(err)
+	s.countUpstreamError(err, 0)
+	s.log.Warn("pass-through failed", "method", r.Method, "path", r.URL.Path,
+		"status", httpStatus(err), "request_id", info.requestID, "err", err)
+	s.fail(w, r, info, favaproxy.KindRead, err)
+}
+
+// maxRequestID bounds a client's X-Request-ID.
+const maxRequestID = 128
+
+// requestID returns the request's X-Request-ID when there is exactly one
+// and it is 1 to 128 printable ASCII characters, else a new random one.
+func requestID(r *http.Request) string {
+	if vs := r.Header.Values("X-Request-ID"); len(vs) == 1 && validRequestID(vs[0]) {
+		return vs[0]
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// validRequestID reports whether v may be used as a request ID: it ends up
+// in logs, in the journal and in headers to Fava and back.
+func validRequestID(v string) bool {
+	if v == "" || len(v) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// copyBuffers holds the 32 KiB buffers ReverseProxy copies bodies through,
+// so a request does not allocate one.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// bufferPool is an httputil.BufferPool over copyBuffers.
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/fava"
+)
+
+// retrier is the backoff policy of writes that favaproxy retries: only
+// connection failures before a request reached Fava, and conflicts it
+// resolves by re-deriving the change (the file changed between favaproxy's
+// read and its write because an outside writer, which does not take the
+// ledger lock, wrote). Nothing else is retried.
+//
+// Waits are exponential with jitter (backoff's randomization factor 0.5),
+// bounded by cfg.MaxAttempts attempts and cfg.MaxElapsed in total, which
+// config.Validate keeps below lock_timeout. Every request gets its own
+// backoff object, and no wait happens with the ledger lock held.
+type retrier struct {
+	cfg config.Retry
+	// clock is the backoff's clock. Nil means the system clock.
+	clock backoff.Clock
+	// sleep waits d or until ctx ends. Nil means a timer; tests replace
+	// it so that they never sleep.
+	sleep func(ctx context.Context, d time.Duration) error
+}
+
+// newBackOff returns a fresh backoff for one request. It stops after
+// MaxAttempts-1 waits or once MaxElapsed would pass.
+func (r *retrier) newBackOff() backoff.BackOff {
+	clock := r.clock
+	if clock == nil {
+		clock = backoff.SystemClock
+	}
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(r.cfg.InitialInterval),
+		backoff.WithMaxElapsedTime(r.cfg.MaxElapsed),
+		backoff.WithMaxInterval(max(r.cfg.MaxElapsed, r.cfg.InitialInterval)),
+		backoff.WithClockProvider(clock),
+	)
+	return backoff.WithMaxRetries(b, uint64(max(r.cfg.MaxAttempts-1, 0)))
+}
+
+// wait sleeps d, or less when ctx ends first (then it returns ctx's error).
+func (r *retrier) wait(ctx context.Context, d time.Duration) error {
+	if r.sleep != nil {
+		return r.sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// attemptResult is what one attempt under the ledger lock decided.
+type attemptResult struct {
+	resp *writeResponse
+	err  error
+	// retry asks for another attempt after a backoff wait; resp or err
+	// is the answer when no attempt is left.
+	retry bool
+	// conflict is the kind of conflict the attempt met (a metricConflict
+	// value), "" for none, and resolved how favaproxy resolved it
+	// (metricResolutionMerged or metricResolutionRelocated). withRetries
+	// counts it: resolved, retried, or answered 409.
+	conflict, resolved string
+}
+
+// lockedAttempt is one attempt of a write, run holding the ledger lock with
+// a context that the client leaving does not cancel.
+type lockedAttempt func(ctx context.Context, wr *writeRequest, n int) attemptResult
+
+// withRetries runs attempt under the ledger lock until it asks for no retry
+// or the request's backoff stops. Between attempts it releases the lock,
+// waits (bounded by ctx, the lock wait's context), re-acquires the lock
+// and runs attempt again, which re-reads and re-checks everything. n is the
+// attempt's number, from 1.
+func (s *Server) withRetries(ctx context.Context, wr *writeRequest, attempt lockedAttempt) (*writeResponse, error) {
+	b := s.retry.newBackOff()
+	for n := 1; ; n++ {
+		release, err := s.lockLedger(ctx, wr)
+		if err != nil {
+			return nil, err
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeouts.Upstream)
+		if styleOf(wr.ledger) == fava.StyleUnknown {
+			// Answers favaproxy may write itself must be in Fava's style.
+			s.learnStyle(fctx, wr, wr.ledger.cfg.File)
+		}
+		res := attempt(fctx, wr, n)
+		cancel()
+		release()
+		if !res.retry {
+			return s.countConflict(wr.ledger, res)
+		}
+		d := b.NextBackOff()
+		if d == backoff.Stop {
+			return s.countConflict(wr.ledger, res)
+		}
+		if err := s.retry.wait(ctx, d); err != nil {
+			// The lock wait is over (or the client left): the last
+			// answer stands.
+			return s.countConflict(wr.ledger, res)
+		}
+		if res.conflict != "" {
+			s.metrics.conflict(wr.ledger.slug, res.conflict, metricResolutionRetried)
+		}
+	}
+}
+
+// countConflict counts the conflict of the final attempt res, if any, by
+// how it ended, and returns its answer.
+func (s *Server) countConflict(l *ledger, res attemptResult) (*writeResponse, error) {
+	switch {
+	case res.conflict == "":
+	case res.resolved != "":
+		s.metrics.conflict(l.slug, res.conflict, res.resolved)
+	case res.resp != nil && res.resp.status == http.StatusConflict:
+		s.metrics.conflict(l.slug, res.conflict, metricResolution409)
+	}
+	return res.resp, res.err
+}
+
+// isDialError reports whether err is a failure to connect to Fava: the
+// request never reached it, so sending it again is safe.
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}

@@ -1,0 +1,109 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+)
+
+// Locker is a ledger's readers–writer lock. Both methods wait until the lock
+// is taken or ctx is done; on success the caller must call release exactly
+// once. An implementation that spans processes (a lock file) must put an
+// in-process lock in front of it.
+//
+// A Locker may also have a method Check() error, which /readyz calls to see
+// that the lock can be taken at all (for example that its file opens).
+type Locker interface {
+	// Lock takes the lock exclusively.
+	Lock(ctx context.Context) (release func(), err error)
+	// RLock takes the lock shared.
+	RLock(ctx context.Context) (release func(), err error)
+}
+
+// checker is the optional health check of a Locker.
+type checker interface{ Check() error }
+
+// rwLock is an in-process, writer-preferring readers–writer lock whose waits
+// honour context cancellation: once a writer waits, new readers wait too, so
+// a stream of reads never starves a write. It is the Locker used when no
+// cross-process lock is configured.
+type rwLock struct {
+	// mu guards readers, writer, waitingWriters and changed.
+	mu             sync.Mutex
+	readers        int
+	writer         bool
+	waitingWriters int
+	// changed is closed, and replaced, whenever the lock is released or a
+	// waiting writer gives up, to wake every waiter to look again.
+	changed chan struct{}
+}
+
+var _ Locker = (*rwLock)(nil)
+
+func newRWLock() *rwLock { return &rwLock{changed: make(chan struct{})} }
+
+// broadcast wakes every waiter. l.mu must be held.
+func (l *rwLock) broadcast() {
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (l *rwLock) Lock(ctx context.Context) (func(), error) {
+	l.mu.Lock()
+	waiting := false
+	for l.writer || l.readers > 0 {
+		if !waiting {
+			waiting = true
+			l.waitingWriters++
+		}
+		ch := l.changed
+		l.mu.Unlock()
+		select {
+		case <-ch:
+			l.mu.Lock()
+		case <-ctx.Done():
+			l.mu.Lock()
+			l.waitingWriters--
+			l.broadcast() // readers held back by this writer may go
+			l.mu.Unlock()
+			return nil, ctx.Err()
+		}
+	}
+	if waiting {
+		l.waitingWriters--
+	}
+	l.writer = true
+	l.mu.Unlock()
+	return onceFunc(func() {
+		l.mu.Lock()
+		l.writer = false
+		l.broadcast()
+		l.mu.Unlock()
+	}), nil
+}
+
+func (l *rwLock) RLock(ctx context.Context) (func(), error) {
+	l.mu.Lock()
+	for l.writer || l.waitingWriters > 0 {
+		ch := l.changed
+		l.mu.Unlock()
+		select {
+		case <-ch:
+			l.mu.Lock()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	l.readers++
+	l.mu.Unlock()
+	return onceFunc(func() {
+		l.mu.Lock()
+		l.readers--
+		if l.readers == 0 {
+			l.broadcast()
+		}
+		l.mu.Unlock()
+	}), nil
+}
+
+// onceFunc returns f wrapped so that calls after the first do nothing.
+func onceFunc(f func()) func() { return sync.OnceFunc(f) }

@@ -1,0 +1,454 @@
+// Package proxy is favaproxy's HTTP server: it passes every request through
+// to Fava, streaming reads under a ledger's shared lock and serializing
+// writes under its exclusive lock, after a per-user lock. It is the only
+// package that knows the web framework (echo).
+//
+// URL space: favaproxy serves the same paths as Fava. When Fava runs under a
+// path prefix P (the upstream URL's path, fava --prefix P), favaproxy accepts
+// requests both with and without P, so Fava's own links and redirects (which
+// contain P) work unchanged, and forwards every request to P + the path
+// without P. favaproxy's own endpoints (/livez, /readyz, /healthz) are at
+// the root. Redirects and their Location headers pass untouched.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v5"
+
+	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/auth"
+	"github.com/favaproxy/favaproxy/beancount"
+	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/merge"
+)
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	// Logger receives every log line. Nil means slog.Default().
+	Logger *slog.Logger
+	// NewLocker opens a ledger's lock. Nil means an in-process
+	// readers–writer lock per ledger, which excludes nothing outside this
+	// process (fine for tests, not for production).
+	NewLocker func(config.Ledger) (Locker, error)
+	// Transport carries requests to Fava. Nil means an *http.Transport
+	// tuned from cfg.Timeouts.
+	Transport http.RoundTripper
+	// ReadyChecks are further readiness checks, by name, that /readyz runs
+	// besides its own; for example "fava" when favaproxy runs Fava itself.
+	ReadyChecks map[string]func(context.Context) error
+	// UpstreamRestarts, if set, counts restarts of a Fava that favaproxy
+	// runs itself; it is exported as favaproxy_upstream_restarts_total.
+	UpstreamRestarts func() int
+}
+
+// Server is favaproxy's HTTP server. Create it with New.
+type Server struct {
+	cfg      config.Config
+	log      *slog.Logger
+	upstream *url.URL // scheme and host of Fava
+	// prefix and prefixEsc are Fava's path prefix, decoded and escaped,
+	// without a trailing slash ("" for none).
+	prefix, prefixEsc string
+	cls               classifier
+	id                *identifier
+	authn             auth.Authenticator // nil: no authentication inside favaproxy
+	roles             auth.Roles
+	metrics           *metrics // nil when metrics.disabled
+
+	ledgers []*ledger
+	bySlug  map[string]*ledger
+
+	transport      http.RoundTripper // reads and health checks
+	writeTransport http.RoundTripper // writes: no keep-alive, so never resent
+	rp             *httputil.ReverseProxy
+	handlers       map[favaproxy.Kind]writeHandler
+	readyChecks    map[string]func(context.Context) error
+	retry          retrier // backoff of retried writes
+	e              *echo.Echo
+	srv            *http.Server
+
+	// inflight counts requests that hold or wait for a lock, so Serve
+	// returns only once every lock is released.
+	inflight sync.WaitGroup
+
+	// mu guards ln.
+	mu sync.Mutex
+	ln net.Listener
+}
+
+// New returns a server for cfg, which must have passed cfg.Validate. It
+// resolves every ledger's slug as Fava does (config.Ledger.Slug when given,
+// else from the title option or the file path, made unique in order) and
+// opens every ledger's lock.
+func New(cfg config.Config, o Options) (*Server, error) {
+	s := &Server{cfg: cfg, log: o.Logger, transport: o.Transport, readyChecks: o.ReadyChecks}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	u, err := cfg.UpstreamURL()
+	if err != nil {
+		return nil, err
+	}
+	s.upstream = &url.URL{Scheme: u.Scheme, Host: u.Host}
+	s.prefix = strings.TrimSuffix(u.Path, "/")
+	s.prefixEsc = strings.TrimSuffix(u.EscapedPath(), "/")
+	trusted, err := cfg.TrustedPrefixes()
+	if err != nil {
+		return nil, err
+	}
+	s.id = newIdentifier(cfg.Identity.Header, trusted)
+	if s.authn, err = newAuthenticator(cfg.Auth); err != nil {
+		return nil, err
+	}
+	s.roles = auth.NewRoles(cfg.Auth.ReadOnlyUsers, cfg.ReadOnly)
+	if !cfg.Metrics.Disabled {
+		s.metrics = newMetrics()
+		if o.UpstreamRestarts != nil {
+			if err := s.metrics.countUpstreamRestarts(o.UpstreamRestarts); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	slugs, err := resolveSlugs(cfg.Ledgers)
+	if err != nil {
+		return nil, err
+	}
+	s.bySlug = make(map[string]*ledger, len(slugs))
+	s.cls = classifier{prefix: s.prefix, slugs: make(map[string]bool, len(slugs))}
+	for i, lc := range cfg.Ledgers {
+		var lk Locker = newRWLock()
+		if o.NewLocker != nil {
+			if lk, err = o.NewLocker(lc); err != nil {
+				return nil, fmt.Errorf("open lock of ledger %s: %w", lc.File, err)
+			}
+		}
+		l := &ledger{slug: slugs[i], cfg: lc, lock: lk, versions: merge.NewVersions(cfg.Merge.CacheBytes),
+			index: beancount.NewIndex(lc.File, beancount.IndexOptions{MetaKey: cfg.Idempotency.MetaKey})}
+		s.ledgers = append(s.ledgers, l)
+		s.bySlug[l.slug] = l
+		s.cls.slugs[l.slug] = true
+		s.metrics.addLedger(l.slug)
+	}
+
+	if s.transport == nil {
+		t := newTransport(cfg.Timeouts)
+		s.transport = t
+		wt := t.Clone()
+		wt.DisableKeepAlives = true
+		s.writeTransport = wt
+	} else {
+		s.writeTransport = s.transport
+	}
+	s.rp = &httputil.ReverseProxy{
+		Rewrite:   s.rewrite,
+		Transport: s.transport,
+		// Zero: ReverseProxy still flushes every write of an answer of
+		// unknown length (streamed, or text/event-stream) at once, and
+		// sends one of known length through the connection's buffer, in
+		// as few writes as its size allows. -1 flushed every 32 KiB copy of
+		// a small page on its own, a system call and a packet more per read.
+		FlushInterval:  0,
+		ModifyResponse: s.modifyResponse,
+		BufferPool:     bufferPool{},
+		ErrorHandler:   s.proxyError,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.retry = retrier{cfg: cfg.Retry}
+	s.handlers = s.writeHandlers()
+	s.e = s.newEcho()
+	s.srv = &http.Server{
+		Handler:           s.instrument(s.e),
+		ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
+		ReadTimeout:       cfg.Timeouts.Read,
+		IdleTimeout:       cfg.Timeouts.Idle,
+		MaxHeaderBytes:    cfg.Limits.HeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// resolveSlugs returns the slug of every ledger: the configured one, or the
+// one Fava derives, made unique as Fava does in load order.
+func resolveSlugs(ls []config.Ledger) ([]string, error) {
+	derived := make([]string, len(ls))
+	for i, l := range ls {
+		if l.Slug != "" {
+			derived[i] = l.Slug
+			continue
+		}
+		title, err := beancount.ReadTitle(l.File)
+		if err != nil {
+			return nil, fmt.Errorf("read title of ledger %s: %w", l.File, err)
+		}
+		derived[i] = beancount.LedgerSlug(title, l.File)
+	}
+	out := beancount.UniqueSlugs(derived)
+	seen := make(map[string]int, len(out))
+	for i, l := range ls {
+		if l.Slug != "" {
+			out[i] = l.Slug
+		}
+		if out[i] == "" {
+			return nil, fmt.Errorf("ledger %s: empty slug", l.File)
+		}
+		if j, dup := seen[out[i]]; dup {
+			return nil, fmt.Errorf("ledgers %s and %s: both have slug %q", ls[j].File, l.File, out[i])
+		}
+		seen[out[i]] = i
+	}
+	return out, nil
+}
+
+// newTransport returns the transport to Fava: bounded dial and header
+// waits, no environment proxy, no transparent gzip (answers pass as Fava
+// sent them), and enough idle connections for concurrent clients.
+func newTransport(t config.Timeouts) *http.Transport {
+	d := &net.Dialer{Timeout: t.Dial, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           d.DialContext,
+		ResponseHeaderTimeout: t.Upstream,
+		DisableCompression:    true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// newEcho builds the router: favaproxy's own endpoints, and every other
+// path and method to dispatch.
+func (s *Server) newEcho() *echo.Echo {
+	e := echo.NewWithConfig(echo.Config{
+		Logger: s.log,
+		// Identity and X-Forwarded-* trust are decided on the TCP peer,
+		// never on a header.
+		IPExtractor:      echo.ExtractIPDirect(),
+		HTTPErrorHandler: s.echoError,
+	})
+	get := []string{http.MethodGet, http.MethodHead}
+	e.Match(get, PathLivez, s.livez)
+	e.Match(get, PathReadyz, s.readyz)
+	e.Match(get, PathHealthz, s.readyz)
+	e.Match(get, PathMetrics, echo.WrapHandler(s.metrics.metricsHandler()))
+	e.Any("/*", s.dispatch)
+	e.RouteNotFound("/*", s.dispatch)
+	return e
+}
+
+// echoError answers errors that reach echo (its own 404/405, or an error a
+// handler returned) as JSON.
+func (s *Server) echoError(c *echo.Context, err error) {
+	if resp, uerr := echo.UnwrapResponse(c.Response()); uerr == nil && resp.Committed {
+		return
+	}
+	var fe *favaproxy.Error
+	if !errors.As(err, &fe) {
+		if code := echo.StatusCode(err); code != 0 {
+			writeJSON(c.Response(), code, map[string]string{"error": strings.ToLower(http.StatusText(code))})
+			return
+		}
+		s.log.Error("handler failed", "err", err)
+	}
+	writeJSONError(c.Response(), err)
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.srv.Handler }
+
+// Listen binds cfg.Listen, so that a bind error surfaces before Serve, and
+// logs "listening" with the bound address.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return errors.New("listen: already listening")
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	s.ln = ln
+	s.log.Info("listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr returns the bound address, or "" before Listen.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Serve serves until ctx is done (calling Listen first if needed), then shuts
+// down: it stops accepting, lets in-flight requests finish within
+// cfg.ShutdownGrace, closes what is left, and returns once every lock taken
+// by a request is released. A write already forwarded to Fava still
+// completes (bounded by timeouts.upstream).
+func (s *Server) Serve(ctx context.Context) error {
+	if s.Addr() == "" {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(ln) }()
+
+	var err error
+	select {
+	case err = <-errc:
+		// The server failed by itself; nothing left to shut down.
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
+		err = s.srv.Shutdown(sctx)
+		cancel()
+		if err != nil {
+			// Grace is over: close connections, which cancels the
+			// requests still waiting for a lock.
+			err = fmt.Errorf("shutdown: %w", err)
+			_ = s.srv.Close()
+		}
+		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+			err = serr
+		}
+	}
+	s.inflight.Wait()
+	for _, t := range []http.RoundTripper{s.transport, s.writeTransport} {
+		if c, ok := t.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// reqInfo is what dispatch decided about a request, for the functions that
+// forward it.
+type reqInfo struct {
+	user      favaproxy.User
+	trusted   bool // the TCP peer is a trusted proxy
+	requestID string
+	cleanPath string // the classified path, prefix stripped
+	kind      favaproxy.Kind
+	// upstreamStart is when the request was sent to Fava.
+	upstreamStart time.Time
+	// release gives up the shared lock of a read; nil for static requests.
+	release func()
+}
+
+type infoKey struct{}
+
+// dispatch classifies a request and hands it to the read or write path.
+func (s *Server) dispatch(c *echo.Context) error {
+	r, w := c.Request(), c.Response()
+	slug, kind := s.cls.classify(r.Method, r.URL.Path)
+	trusted := s.id.trustedPeer(r)
+	info := &reqInfo{trusted: trusted, requestID: requestID(r), cleanPath: s.cls.strip(cleanPath(r.URL.Path)), kind: kind}
+	w.Header().Set("X-Request-ID", info.requestID)
+	user, err := s.who(r, trusted)
+	if err != nil {
+		setChallenge(w, err)
+		s.logRefused(r, info, slug, kind, err)
+		s.fail(w, r, info, kind, err)
+		return nil
+	}
+	info.user = user
+	if kind.IsWrite() {
+		s.serveWrite(w, r, info, slug, kind)
+		return nil
+	}
+	l := s.bySlug[slug]
+	if err := s.checkRead(r, info, l); err != nil {
+		s.logRefused(r, info, slug, kind, err)
+		s.fail(w, r, info, kind, err)
+		return nil
+	}
+	s.serveRead(w, r, info, l)
+	return nil
+}
+
+// fail answers a refused request: JSON for writes and API paths, a short
+// HTML page for pages.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, info *reqInfo, kind favaproxy.Kind, err error) {
+	if favaproxy.ErrorCode(err) == favaproxy.ECanceled {
+		return // nobody is listening
+	}
+	s.countReject(err)
+	if kind.IsWrite() || isAPIPath(info.cleanPath) {
+		writeJSONError(w, err)
+		return
+	}
+	writeHTMLError(w, err)
+}
+
+// outPath returns the path and raw path to send to Fava for a request URL:
+// the upstream prefix + the request's path without that prefix. A path that
+// cleanPath changes is sent cleaned, so that Fava routes exactly the path
+// that was classified; any other is sent with its original escaping.
+func (s *Server) outPath(u *url.URL) (path, rawPath string) {
+	p := u.Path
+	if c := cleanPath(p); c != p {
+		return s.prefix + s.cls.strip(c), ""
+	}
+	if s.prefix == "" || s.cls.strip(p) != p {
+		return u.Path, u.RawPath
+	}
+	if u.RawPath == "" {
+		return s.prefix + p, ""
+	}
+	return s.prefix + p, s.prefixEsc + u.RawPath
+}
+
+// setForwarded sets X-Forwarded-For, -Host and -Proto on h (a request to
+// Fava). The values a client sent are kept only when its TCP peer is a
+// trusted proxy; otherwise they are replaced by what favaproxy sees.
+func setForwarded(h http.Header, in *http.Request, trusted bool) {
+	prior := in.Header.Values("X-Forwarded-For")
+	host, proto := in.Header.Get("X-Forwarded-Host"), in.Header.Get("X-Forwarded-Proto")
+	h.Del("Forwarded")
+	if !trusted {
+		prior, host, proto = nil, "", ""
+	}
+	if ap, err := netip.ParseAddrPort(in.RemoteAddr); err == nil {
+		ip := ap.Addr().Unmap().String()
+		if len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		h.Set("X-Forwarded-For", ip)
+	} else {
+		h.Del("X-Forwarded-For")
+	}
+	if host == "" {
+		host = in.Host
+	}
+	if proto == "" {
+		proto = "http"
+		if in.TLS != nil {
+			proto = "https"
+		}
+	}
+	h.Set("X-Forwarded-Host", host)
+	h.Set("X-Forwarded-Proto", proto)
+}

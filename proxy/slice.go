@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"github.com/favaproxy/favaproxy/beancount"
+	"github.com/favaproxy/favaproxy/checksum"
+	"github.com/favaproxy/favaproxy/fava"
+)
+
+// sliceEdit is a PUT or DELETE source_slice: the entry Fava knows by
+// hash, the checksum of the slice the client saw, and for PUT its new text.
+type sliceEdit struct {
+	EntryHash string `json:"entry_hash"`
+	Source    string `json:"source"`
+	SHA256    string `json:"sha256sum"`
+	remove    bool
+}
+
+// editSlice handles PUT and DELETE source_slice. The edit is forwarded
+// first. When Fava answers that the hash is unknown or that the slice
+// changed (entry hashes include line numbers, so an entry that moved
+// because lines were added above it has a new hash, and an old hash that
+// still resolves reads the wrong lines), favaproxy finds the entry itself:
+// the client's sha256sum names the exact text it saw, so the single block
+// of the ledger's files whose slice has that checksum is the entry. It
+// performs the edit on that file's text (as Fava's own slice edit would)
+// and writes it with PUT source and the file's current checksum, under the
+// same ledger lock, and answers as Fava would have: the new slice's
+// checksum, or "Deleted entry <hash>.". No such block, or more than one,
+// is a 409 conflict of kind slice.
+func (s *Server) editSlice(ctx context.Context, wr *writeRequest) (*writeResponse, error) {
+	var ed sliceEdit
+	if wr.method == http.MethodDelete {
+		q := wr.url.Query()
+		ed = sliceEdit{EntryHash: q.Get("entry_hash"), SHA256: q.Get("sha256sum"), remove: true}
+	} else if json.Unmarshal(wr.body, &ed) != nil {
+		ed = sliceEdit{}
+	}
+	if ed.EntryHash == "" || ed.SHA256 == "" {
+		// Fava answers a malformed request in its own words.
+		return s.underLedgerLock(s.forward)(ctx, wr)
+	}
+	l := wr.ledger
+	relocate, favaMsg, favaPath, kind := false, "", "", ""
+	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest, n int) attemptResult {
+		if !relocate {
+			var applied func() (*writeResponse, bool)
+			if !ed.remove {
+				applied = func() (*writeResponse, bool) { return s.appliedSlice(l, &ed) }
+			}
+			res := s.sendAttempt(ctx, wr, wr.method, wr.url, wr.body, applied)
+			if res.resp == nil {
+				return res
+			}
+			switch rep := s.classify(l, res.resp); rep.Outcome {
+			case fava.UnknownHash, fava.Conflict:
+				relocate, favaMsg, favaPath = true, rep.Message, rep.ConflictPath
+				kind = metricConflictSlice
+				if rep.Outcome == fava.UnknownHash {
+					kind = metricConflictEntryHash
+				}
+			default:
+				return res
+			}
+		}
+		res := s.relocateSlice(ctx, wr, &ed, favaMsg, favaPath)
+		// Counted as the conflict Fava reported, however relocating went.
+		res.conflict = kind
+		if res.resp != nil && !res.retry && res.resp.header.Get(RelocatedHeader) == "true" {
+			res.resolved = metricResolutionRelocated
+		}
+		return res
+	})
+}
+
+// sliceMatch is a block whose slice has the checksum a client saw.
+type sliceMatch struct {
+	file string
+	text string // the file's normalized text
+	line int    // 1-based start line of the slice
+}
+
+// relocateSlice finds the entry of ed by its slice checksum and edits it
+// with PUT source. It runs holding the ledger lock.
+// favaMsg and favaPath are Fava's refusal of the forwarded edit, which the
+// 409 repeats when the entry cannot be found.
+func (s *Server) relocateSlice(ctx context.Context, wr *writeRequest, ed *sliceEdit, favaMsg, favaPath string) attemptResult {
+	l := wr.ledger
+	files, err := s.ledgerFiles(l, true)
+	if err != nil {
+		return attemptResult{err: err}
+	}
+	var found []sliceMatch
+	for _, f := range files {
+		text, err := s.readText(l, f)
+		if err != nil {
+			continue
+		}
+		for _, line := range beancount.FindSlices(text, ed.SHA256) {
+			found = append(found, sliceMatch{file: f, text: text, line: line})
+		}
+	}
+	if len(found) != 1 {
+		// Gone or changed (no match), or ambiguous (several identical
+		// entries): the client has to look again.
+		path, current := favaPath, ""
+		if len(found) > 1 {
+			path, current = found[0].file, ed.SHA256
+		}
+		return s.conflict(l, favaMsg, fava.ConflictSlice, path, current)
+	}
+	m := found[0]
+	wr.touches(m.file)
+	var (
+		out  string
+		data any
+	)
+	if ed.remove {
+		out, err = beancount.DeleteSlice(m.text, m.line)
+		data = "Deleted entry " + ed.EntryHash + "."
+	} else {
+		var sum string
+		out, sum, err = beancount.ReplaceSlice(m.text, m.line, ed.Source)
+		data = sum
+	}
+	if err != nil {
+		return s.conflict(l, favaMsg, fava.ConflictSlice, m.file, "")
+	}
+	// Fava's PUT source writes the text back with the newline of the
+	// file's first line, as its slice edits do.
+	res := s.putSourceText(ctx, wr, m.file, out, checksum.String(m.text))
+	if res.resp == nil {
+		return res
+	}
+	if res.retry {
+		return res
+	}
+	rep := fava.Classify(res.resp.status, res.resp.header, res.resp.body)
+	if rep.Outcome != fava.Success {
+		return res
+	}
+	res.resp = s.success(l, data, rep.Mtime, RelocatedHeader)
+	return res
+}
+
+// appliedSlice reports, after Fava's answer to a PUT source_slice was lost,
+// whether the edit happened: exactly one entry of the ledger has the new
+// slice and none has the old one. Then it returns the success Fava would
+// have sent. (A lost DELETE is not judged: the old slice being gone does not
+// show that this request removed it.)
+func (s *Server) appliedSlice(l *ledger, ed *sliceEdit) (*writeResponse, bool) {
+	files, err := s.ledgerFiles(l, true)
+	if err != nil {
+		return nil, false
+	}
+	newSum := checksum.String(ed.Source)
+	found := 0
+	for _, f := range files {
+		text, err := s.readText(l, f)
+		if err != nil {
+			return nil, false
+		}
+		if len(beancount.FindSlices(text, ed.SHA256)) > 0 {
+			return nil, false
+		}
+		found += len(beancount.FindSlices(text, newSum))
+	}
+	if found != 1 {
+		return nil, false
+	}
+	return s.success(l, newSum, ""), true
+}
