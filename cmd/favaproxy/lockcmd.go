@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/lock"
+)
+
+func newLockCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lock --ledger PATH [--shared] [--timeout D] -- CMD [ARGS...]",
+		Short: "Run a command while holding a ledger's lock, as serve takes it",
+		Long: `lock runs CMD while holding the same lock that serve takes for the ledger:
+exclusive by default (no proxy write or read runs meanwhile), shared with
+--shared (proxy reads run, writes wait). It exits with CMD's status.
+
+This is how cron importers, price fetchers and git pull cooperate with the
+proxy. The lock file is the ledger's lock_file when the ledger is in the
+configuration (matched by path or slug), else .<name>.favaproxy.lock beside it.
+
+SIGINT and SIGTERM are passed on to CMD. If lock itself is killed, CMD gets
+SIGTERM (the lock is gone with lock's process). Exit status: CMD's; 128+N
+when CMD died of signal N; 1 when the lock was not taken in time; 127 when
+CMD was not found.`,
+		Args: usageArgs(cobra.MinimumNArgs(1)),
+	}
+	cmd.Flags().SetInterspersed(false) // flags after CMD are CMD's
+	ledger := cmd.Flags().String("ledger", "", "ledger file, or the slug of a configured ledger (default: the only configured ledger)")
+	shared := cmd.Flags().Bool("shared", false, "take the lock shared: proxy reads may run, writes wait")
+	timeout := cmd.Flags().Duration("timeout", 0, "longest wait for the lock; 0 waits without limit")
+	cmd.Flags().Lookup("timeout").DefValue = "lock_timeout"
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cfg, err := loadConfig(nil, configFile(cmd))
+		if err != nil {
+			return err
+		}
+		if *ledger == "" {
+			if len(cfg.Ledgers) != 1 {
+				return &usageError{fmt.Errorf("lock: --ledger is required (%d ledgers configured)", len(cfg.Ledgers))}
+			}
+			*ledger = cfg.Ledgers[0].File
+		}
+		path, err := lockPathFor(cfg, *ledger)
+		if err != nil {
+			return err
+		}
+		wait := cfg.LockTimeout
+		if cmd.Flags().Changed("timeout") {
+			wait = *timeout
+		}
+		return runLocked(cmd.Context(), lock.New(path), *shared, wait, args)
+	}
+	return cmd
+}
+
+// lockPathFor returns the lock file of ledger (a path, or the slug of a
+// configured ledger): a configured ledger's LockPath, else the default lock
+// file beside it. The ledger file must exist: locking beside a mistyped
+// path would exclude nothing.
+func lockPathFor(cfg config.Config, ledger string) (string, error) {
+	fi, statErr := os.Stat(ledger)
+	for _, l := range cfg.Ledgers {
+		if l.Slug != "" && l.Slug == ledger && statErr != nil {
+			return l.LockPath(), nil
+		}
+		if statErr == nil && sameFile(l.File, ledger, fi) {
+			return l.LockPath(), nil
+		}
+	}
+	if statErr != nil {
+		return "", fmt.Errorf("ledger: %w", statErr)
+	}
+	if fi.IsDir() {
+		return "", fmt.Errorf("ledger: %s is a directory", ledger)
+	}
+	return config.DefaultLockFile(ledger), nil
+}
+
+func sameFile(configured, given string, givenInfo os.FileInfo) bool {
+	if fi, err := os.Stat(configured); err == nil && os.SameFile(fi, givenInfo) {
+		return true
+	}
+	a, err1 := filepath.Abs(configured)
+	b, err2 := filepath.Abs(given)
+	return err1 == nil && err2 == nil && a == b
+}
+
+// runLocked takes l (shared or exclusive, waiting at most wait, or without
+// limit when wait is 0), runs argv with stdio passed through and signals
+// forwarded, then releases l. It returns an *exitError carrying argv's
+// status.
+func runLocked(ctx context.Context, l *lock.Ledger, shared bool, wait time.Duration, argv []string) error {
+	// Catch SIGINT/SIGTERM from here on: while waiting they end the wait,
+	// while CMD runs they are passed on to it.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return &exitError{code: exitNotFound, msg: fmt.Sprintf("lock: %v", err)}
+	}
+
+	waitCtx, cancel := ctx, context.CancelFunc(func() {})
+	if wait > 0 {
+		waitCtx, cancel = context.WithTimeout(ctx, wait)
+	}
+	acquire, mode := l.Lock, "exclusive"
+	if shared {
+		acquire, mode = l.RLock, "shared"
+	}
+	release, err := acquire(waitCtx)
+	cancel()
+	if err != nil {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: %s lock %s not acquired within %s", mode, l.Path(), wait)}
+		case ctx.Err() != nil:
+			return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: interrupted while waiting for %s", l.Path())}
+		}
+		return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: %v", err)}
+	}
+	defer release()
+
+	// The child gets SIGTERM if this process dies (even by SIGKILL): its
+	// lock dies with us, so it must not carry on unprotected. Pdeathsig
+	// follows the thread that forked, so that thread stays ours until the
+	// child is reaped.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c := exec.Command(path, argv[1:]...)
+	c.Args[0] = argv[0]
+	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := c.Start(); err != nil {
+		code := exitFailure
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			code = exitNotFound
+		}
+		return &exitError{code: code, msg: fmt.Sprintf("lock: %v", err)}
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	for {
+		select {
+		case sig := <-sigs:
+			_ = c.Process.Signal(sig)
+		case err := <-done:
+			return exitStatus(err)
+		}
+	}
+}
+
+// exitStatus turns the result of Wait into favaproxy's exit: the child's
+// code, or 128+N when it died of signal N.
+func exitStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: %v", err)}
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return &exitError{code: 128 + int(ws.Signal())}
+	}
+	return &exitError{code: ee.ExitCode()}
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/lock"
+	"github.com/favaproxy/favaproxy/proxy"
+)
+
+// The proxy takes every ledger's lock through its own tiny interface.
+var _ proxy.Locker = (*lock.Ledger)(nil)
+
+func newServeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve Fava through the proxy",
+		Long: `serve listens on --listen and passes every request through to Fava at
+--upstream. Writes to a ledger are serialized across users, goroutines and
+processes under the ledger's lock file, the same lock "favaproxy lock" takes.
+
+It logs "listening addr=HOST:PORT" once it accepts connections and shuts
+down gracefully on SIGINT or SIGTERM within shutdown_grace.`,
+		Args: usageArgs(cobra.NoArgs),
+	}
+	addConfigFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := loadValidConfig(cmd)
+		if err != nil {
+			return err
+		}
+		return serveProxy(cmd, cfg, newLogger(cfg.Log, cmd.ErrOrStderr()), nil, nil)
+	}
+	return cmd
+}
+
+// serveProxy runs the proxy for cfg until cmd's context ends, with extra
+// readiness checks, if any, on /readyz, and the count of restarts of a Fava
+// it runs itself, if any.
+func serveProxy(cmd *cobra.Command, cfg config.Config, log *slog.Logger, checks map[string]func(context.Context) error, restarts func() int) error {
+	srv, err := proxy.New(cfg, proxy.Options{
+		UpstreamRestarts: restarts,
+		Logger:           log,
+		NewLocker: func(l config.Ledger) (proxy.Locker, error) {
+			return lock.New(l.LockPath()), nil
+		},
+		ReadyChecks: checks,
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	if err := srv.Serve(cmd.Context()); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
