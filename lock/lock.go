@@ -11,17 +11,21 @@
 //     through it (takes it shared and drops it at once) before it counts as
 //     a reader. So a writer waiting in one process stops new readers in all
 //     processes, and the readers already in drain away;
-//  3. a flock(2) lock on the dedicated lock file beside the ledger (never
-//     the ledger itself: editors that save by rename replace its inode). A
-//     writer takes it exclusively; the first reader of the process takes it
-//     shared and the last reader releases it.
+//  3. a flock(2) lock, through github.com/gofrs/flock, on the dedicated lock
+//     file beside the ledger (never the ledger itself: editors that save by
+//     rename replace its inode). A writer takes it exclusively; the first
+//     reader of the process takes it shared and the last reader releases
+//     it. gofrs/flock opens the file by its path for each lock and closes
+//     it on unlock, so a lock file removed and created again is picked up.
 //
-// Both files are opened once and their descriptors kept for the Ledger's
-// lifetime, so a reader that joins the readers already in costs two
-// non-blocking flock calls on an open descriptor (the turnstile pass) and no
-// open or close. A writer, and a reader that takes the shared lock for the
-// process, first check that the paths still name the open files and reopen
-// them if not (a lock file removed and created again).
+// The turnstile is passed by every reader, so it is the one lock on the hot
+// path of reads, and readers pass it concurrently on one open file
+// description. Its descriptor is therefore opened once and kept (a writer
+// reopens it if the path names another file), and taken with flock(2)
+// directly: gofrs/flock would open and close the file for every pass and
+// keeps one locked state per Flock, not one per passing reader. A reader
+// that joins the readers already in costs two non-blocking flock calls on
+// the open descriptor and no open or close.
 //
 // The in-process lock always comes first, because flock(2) locks belong to
 // an open file description, which is not a mutex between goroutines: a second
@@ -43,6 +47,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gofrs/flock"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -87,12 +92,11 @@ type Ledger struct {
 	rmu     *semaphore.Weighted
 	readers int // in-process readers holding the lock; guarded by rmu
 
-	// file is the lock file, opened on first use. It is used, and replaced
-	// when its path names another file, only by a writer (holding all of
-	// sem) or by a reader while readers is 0 or drops to 0 (holding rmu and
-	// a unit of sem, so no writer of this process runs): never by two
-	// goroutines at once.
-	file *lockFile
+	// file is the lock file. It is locked and unlocked only by a writer
+	// (holding all of sem) or by a reader while readers is 0 or drops to 0
+	// (holding rmu and a unit of sem, so no writer of this process runs):
+	// never by two goroutines at once.
+	file *flock.Flock
 
 	// gmu guards gate, the turnstile file, opened on first use. Readers
 	// holding a unit of sem use it concurrently (passing the turnstile on
@@ -109,6 +113,7 @@ func New(path string) *Ledger {
 	return &Ledger{
 		path:     path,
 		gatePath: path + GateSuffix,
+		file:     flock.New(path, flock.SetPermissions(fileMode)),
 		sem:      semaphore.NewWeighted(writerWeight),
 		rmu:      semaphore.NewWeighted(1),
 	}
@@ -126,15 +131,12 @@ func (l *Ledger) Lock(ctx context.Context) (release func(), err error) {
 	if err := l.sem.Acquire(ctx, writerWeight); err != nil {
 		return nil, l.waitErr("exclusive", err)
 	}
-	// Holding all of sem, no other goroutine of this process uses either
-	// file: both may be reopened.
+	// Holding all of sem, no other goroutine of this process uses the
+	// turnstile: it may be reopened.
 	l.gmu.Lock()
 	l.gate, err = current(l.gate, l.gatePath)
 	gate := l.gate
 	l.gmu.Unlock()
-	if err == nil {
-		l.file, err = current(l.file, l.path)
-	}
 	if err != nil {
 		l.sem.Release(writerWeight)
 		return nil, l.waitErr("exclusive", err)
@@ -143,7 +145,7 @@ func (l *Ledger) Lock(ctx context.Context) (release func(), err error) {
 		l.sem.Release(writerWeight)
 		return nil, l.waitErr("exclusive", err)
 	}
-	err = poll(ctx, l.file, syscall.LOCK_EX)
+	_, err = l.file.TryLockContext(ctx, RetryDelay)
 	gate.unlock()
 	if err != nil {
 		l.sem.Release(writerWeight)
@@ -152,7 +154,7 @@ func (l *Ledger) Lock(ctx context.Context) (release func(), err error) {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			l.file.unlock()
+			_ = l.file.Unlock()
 			l.sem.Release(writerWeight)
 		})
 	}, nil
@@ -185,11 +187,7 @@ func (l *Ledger) RLock(ctx context.Context) (release func(), err error) {
 		return nil, l.waitErr("shared", err)
 	}
 	if l.readers == 0 {
-		l.file, err = current(l.file, l.path)
-		if err == nil {
-			err = poll(ctx, l.file, syscall.LOCK_SH)
-		}
-		if err != nil {
+		if _, err := l.file.TryRLockContext(ctx, RetryDelay); err != nil {
 			l.rmu.Release(1)
 			l.sem.Release(1)
 			return nil, l.waitErr("shared", err)
@@ -207,7 +205,7 @@ func (l *Ledger) RLock(ctx context.Context) (release func(), err error) {
 			_ = l.rmu.Acquire(context.Background(), 1)
 			l.readers--
 			if l.readers == 0 {
-				l.file.unlock()
+				_ = l.file.Unlock()
 			}
 			l.rmu.Release(1)
 			l.sem.Release(1)
@@ -289,7 +287,9 @@ func (lf *lockFile) try(how int) (bool, error) {
 // unlock drops the flock. flock(LOCK_UN) on a descriptor we hold does not
 // fail in practice; if it ever did, the lock would be dropped at the latest
 // when the descriptor is closed (a reopen, or the process's exit), so there
-// is nothing better to do than carry on.
+// is nothing better to do than carry on. The same holds for the lock file's
+// Unlock (gofrs/flock then keeps the descriptor, and its state says locked,
+// which it still is; the in-process lock in front keeps goroutines apart).
 func (lf *lockFile) unlock() {
 	for syscall.Flock(lf.fd, syscall.LOCK_UN) == syscall.EINTR {
 	}
