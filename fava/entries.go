@@ -2,13 +2,12 @@ package fava
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
 
 	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/checksum"
 )
 
 // Entry types add_entries takes (Fava's JSON key "t").
@@ -491,8 +490,7 @@ func Fingerprint(route, ledger string, entries []json.RawMessage) string {
 	buf.WriteString(`,"route":`)
 	buf.Write(mustJSON(route))
 	buf.WriteByte('}')
-	sum := sha256.Sum256(buf.Bytes())
-	return hex.EncodeToString(sum[:])
+	return checksum.Bytes(buf.Bytes())
 }
 
 // AddEntriesBody returns the add_entries request body for entries.
