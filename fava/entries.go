@@ -115,13 +115,22 @@ func isNull(raw json.RawMessage) bool {
 	return string(bytes.TrimSpace(raw)) == "null"
 }
 
+// join returns the path of key inside the object at path; path "" is the
+// top level.
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
 // getString reads obj[key] as a string. Absent is an error if required;
 // null is an error unless nullOK.
 func getString(obj map[string]json.RawMessage, path, key string, required, nullOK bool, dst *string) error {
 	raw, ok := obj[key]
 	if !ok {
 		if required {
-			return favaproxy.FieldErrorf(path+"."+key, "is required")
+			return favaproxy.FieldErrorf(join(path, key), "is required")
 		}
 		return nil
 	}
@@ -129,10 +138,10 @@ func getString(obj map[string]json.RawMessage, path, key string, required, nullO
 		if nullOK {
 			return nil
 		}
-		return favaproxy.FieldErrorf(path+"."+key, "must be a string, not null")
+		return favaproxy.FieldErrorf(join(path, key), "must be a string, not null")
 	}
 	if !isKind(raw, '"') || json.Unmarshal(raw, dst) != nil {
-		return favaproxy.FieldErrorf(path+"."+key, "must be a string")
+		return favaproxy.FieldErrorf(join(path, key), "must be a string")
 	}
 	return nil
 }
@@ -140,16 +149,16 @@ func getString(obj map[string]json.RawMessage, path, key string, required, nullO
 func getStrings(obj map[string]json.RawMessage, path, key string, dst *[]string) error {
 	raw, ok := obj[key]
 	if !ok {
-		return favaproxy.FieldErrorf(path+"."+key, "is required")
+		return favaproxy.FieldErrorf(join(path, key), "is required")
 	}
 	var items []json.RawMessage
 	if !isKind(raw, '[') || json.Unmarshal(raw, &items) != nil {
-		return favaproxy.FieldErrorf(path+"."+key, "must be an array of strings")
+		return favaproxy.FieldErrorf(join(path, key), "must be an array of strings")
 	}
 	out := make([]string, len(items))
 	for i, it := range items {
 		if !isKind(it, '"') || json.Unmarshal(it, &out[i]) != nil {
-			return favaproxy.FieldErrorf(fmt.Sprintf("%s.%s[%d]", path, key, i), "must be a string")
+			return favaproxy.FieldErrorf(fmt.Sprintf("%s[%d]", join(path, key), i), "must be a string")
 		}
 	}
 	*dst = out
@@ -157,14 +166,15 @@ func getStrings(obj map[string]json.RawMessage, path, key string, dst *[]string)
 }
 
 func getMeta(obj map[string]json.RawMessage, path string, required bool, dst *Meta) error {
+	mpath := join(path, "meta")
 	raw, ok := obj["meta"]
 	if !ok || (!required && isNull(raw)) {
 		if required {
-			return favaproxy.FieldErrorf(path+".meta", "is required (an object, may be empty)")
+			return favaproxy.FieldErrorf(mpath, "is required (an object, may be empty)")
 		}
 		return nil
 	}
-	m, err := fields(path+".meta", raw)
+	m, err := fields(mpath, raw)
 	if err != nil {
 		return err
 	}
@@ -176,7 +186,7 @@ func getMeta(obj map[string]json.RawMessage, path string, required bool, dst *Me
 		case isKind(v, '"'):
 			var s string
 			if err := json.Unmarshal(v, &s); err != nil {
-				return favaproxy.FieldErrorf(path+".meta."+k, "must be a string")
+				return favaproxy.FieldErrorf(mpath+"."+k, "must be a string")
 			}
 			out[k] = s
 		case string(bytes.TrimSpace(v)) == "true":
@@ -184,7 +194,7 @@ func getMeta(obj map[string]json.RawMessage, path string, required bool, dst *Me
 		case string(bytes.TrimSpace(v)) == "false":
 			out[k] = false
 		default:
-			return favaproxy.FieldErrorf(path+".meta."+k, "must be a string, true, false or null")
+			return favaproxy.FieldErrorf(mpath+"."+k, "must be a string, true, false or null")
 		}
 	}
 	*dst = out
