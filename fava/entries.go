@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/checksum"
@@ -328,7 +329,7 @@ func validateEntry(path string, e *Entry, r Rules) error {
 	}
 	switch e.Type {
 	case TypeTransaction:
-		if len(e.Flag) != 1 || !bytes.Contains([]byte(Flags), []byte(e.Flag)) {
+		if len(e.Flag) != 1 || !strings.Contains(Flags, e.Flag) {
 			return favaproxy.FieldErrorf(path+".flag", "flag %s must be one of %s", quoteShort(e.Flag), Flags)
 		}
 		if err := fieldErr(path+".payee", CheckText(e.Payee)); err != nil {
@@ -379,7 +380,7 @@ func validateEntry(path string, e *Entry, r Rules) error {
 		// Fava drops '"' from a note's comment and Beancount prints it
 		// between quotes without escaping: a backslash would escape the
 		// closing quote and the string would run on into the next entries.
-		if i := bytes.IndexByte([]byte(e.Comment), '\\'); i >= 0 {
+		if i := strings.IndexByte(e.Comment, '\\'); i >= 0 {
 			return favaproxy.FieldErrorf(path+".comment", "backslash at byte %d is not allowed in a note (Fava does not escape it)", i+1)
 		}
 	default:
