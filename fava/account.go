@@ -3,6 +3,7 @@ package fava
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -106,12 +107,7 @@ func RenderOpen(a *AddAccount, date string) string {
 		b.WriteString(` "` + a.Booking + `"`)
 	}
 	b.WriteString("\n")
-	keys := make([]string, 0, len(a.Meta))
-	for k := range a.Meta {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(a.Meta)) {
 		b.WriteString("  " + k + ":")
 		switch v := a.Meta[k].(type) {
 		case string:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -390,12 +391,7 @@ func validateEntry(path string, e *Entry, r Rules) error {
 }
 
 func validateMeta(path string, m Meta) error {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if why := CheckMetaKey(k); why != "" {
 			return favaproxy.FieldErrorf(path, "%s", why)
 		}
