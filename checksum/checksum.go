@@ -18,7 +18,7 @@ import (
 // Normalize returns b as Fava sees it: "\r\n" and lone "\r" become "\n".
 // It returns b itself when there is nothing to translate.
 func Normalize(b []byte) []byte {
-	i := indexByte(b, '\r')
+	i := bytes.IndexByte(b, '\r')
 	if i < 0 {
 		return b
 	}
@@ -36,15 +36,6 @@ func Normalize(b []byte) []byte {
 		}
 	}
 	return out
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // File returns Fava's checksum of a file whose raw bytes are b: the hex

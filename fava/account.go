@@ -3,6 +3,7 @@ package fava
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -45,31 +46,23 @@ func ParseAddAccount(body []byte) (*AddAccount, error) {
 	}
 	a := &AddAccount{}
 	if err := getString(obj, "", "account", true, false, &a.Account); err != nil {
-		return nil, trimPath(err)
+		return nil, err
 	}
 	if err := getString(obj, "", "date", false, true, &a.Date); err != nil {
-		return nil, trimPath(err)
+		return nil, err
 	}
 	if err := getString(obj, "", "booking", false, true, &a.Booking); err != nil {
-		return nil, trimPath(err)
+		return nil, err
 	}
 	if raw, ok := obj["currencies"]; ok && !isNull(raw) {
 		if err := getStrings(obj, "", "currencies", &a.Currencies); err != nil {
-			return nil, trimPath(err)
+			return nil, err
 		}
 	}
 	if err := getMeta(obj, "", false, &a.Meta); err != nil {
-		return nil, trimPath(err)
+		return nil, err
 	}
 	return a, nil
-}
-
-// trimPath removes the leading "." of a top-level field path.
-func trimPath(err error) error {
-	if e, ok := err.(*favaproxy.Error); ok {
-		e.Field = strings.TrimPrefix(e.Field, ".")
-	}
-	return err
 }
 
 // Validate checks the request against Beancount's grammar and the ledger's
@@ -114,12 +107,7 @@ func RenderOpen(a *AddAccount, date string) string {
 		b.WriteString(` "` + a.Booking + `"`)
 	}
 	b.WriteString("\n")
-	keys := make([]string, 0, len(a.Meta))
-	for k := range a.Meta {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(a.Meta)) {
 		b.WriteString("  " + k + ":")
 		switch v := a.Meta[k].(type) {
 		case string:

@@ -195,7 +195,7 @@ func (p *amountParser) posting() string {
 // incomplete parses [expr] [CURRENCY].
 func (p *amountParser) incomplete() string {
 	if p.startsExpr() {
-		if why := p.expr(); why != "" {
+		if why := p.expr(0); why != "" {
 			return why
 		}
 	}
@@ -249,14 +249,14 @@ func (p *amountParser) costComponent() string {
 	}
 	start := p.pos
 	if p.startsExpr() {
-		if why := p.expr(); why != "" {
+		if why := p.expr(0); why != "" {
 			return why
 		}
 	}
 	if p.isOp("#") {
 		p.pos++
 		if p.startsExpr() {
-			if why := p.expr(); why != "" {
+			if why := p.expr(0); why != "" {
 				return why
 			}
 		}
@@ -278,27 +278,16 @@ func (p *amountParser) startsExpr() bool {
 	return t.kind == tNumber || t.kind == tOp && (t.text == "(" || t.text == "-" || t.text == "+")
 }
 
-// expr parses Beancount's number_expr: terms joined by + and -.
-func (p *amountParser) expr() string {
-	if why := p.term(); why != "" {
+// expr parses Beancount's number_expr, nested depth levels deep:
+// factors joined by + - * /. A check that only accepts or refuses needs no
+// operator precedence, so the four operators are taken alike.
+func (p *amountParser) expr(depth int) string {
+	if why := p.factor(depth); why != "" {
 		return why
 	}
-	for p.isOp("+") || p.isOp("-") {
+	for p.isOp("+") || p.isOp("-") || p.isOp("*") || p.isOp("/") {
 		p.pos++
-		if why := p.term(); why != "" {
-			return why
-		}
-	}
-	return ""
-}
-
-func (p *amountParser) term() string {
-	if why := p.factor(0); why != "" {
-		return why
-	}
-	for p.isOp("*") || p.isOp("/") {
-		p.pos++
-		if why := p.factor(0); why != "" {
+		if why := p.factor(depth); why != "" {
 			return why
 		}
 	}
@@ -319,7 +308,7 @@ func (p *amountParser) factor(depth int) string {
 		return p.factor(depth + 1)
 	case t.kind == tOp && t.text == "(":
 		p.pos++
-		if why := p.exprDepth(depth + 1); why != "" {
+		if why := p.expr(depth + 1); why != "" {
 			return why
 		}
 		if !p.isOp(")") {
@@ -329,20 +318,4 @@ func (p *amountParser) factor(depth int) string {
 		return ""
 	}
 	return fmt.Sprintf("expected a number, found %s", t.desc())
-}
-
-func (p *amountParser) exprDepth(depth int) string {
-	if depth > 32 {
-		return "number expression nested too deeply"
-	}
-	if why := p.factor(depth); why != "" {
-		return why
-	}
-	for p.isOp("*") || p.isOp("/") || p.isOp("+") || p.isOp("-") {
-		p.pos++
-		if why := p.factor(depth); why != "" {
-			return why
-		}
-	}
-	return ""
 }

@@ -2,13 +2,14 @@ package fava
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/checksum"
 )
 
 // Entry types add_entries takes (Fava's JSON key "t").
@@ -116,13 +117,22 @@ func isNull(raw json.RawMessage) bool {
 	return string(bytes.TrimSpace(raw)) == "null"
 }
 
+// join returns the path of key inside the object at path; path "" is the
+// top level.
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
 // getString reads obj[key] as a string. Absent is an error if required;
 // null is an error unless nullOK.
 func getString(obj map[string]json.RawMessage, path, key string, required, nullOK bool, dst *string) error {
 	raw, ok := obj[key]
 	if !ok {
 		if required {
-			return favaproxy.FieldErrorf(path+"."+key, "is required")
+			return favaproxy.FieldErrorf(join(path, key), "is required")
 		}
 		return nil
 	}
@@ -130,10 +140,10 @@ func getString(obj map[string]json.RawMessage, path, key string, required, nullO
 		if nullOK {
 			return nil
 		}
-		return favaproxy.FieldErrorf(path+"."+key, "must be a string, not null")
+		return favaproxy.FieldErrorf(join(path, key), "must be a string, not null")
 	}
 	if !isKind(raw, '"') || json.Unmarshal(raw, dst) != nil {
-		return favaproxy.FieldErrorf(path+"."+key, "must be a string")
+		return favaproxy.FieldErrorf(join(path, key), "must be a string")
 	}
 	return nil
 }
@@ -141,16 +151,16 @@ func getString(obj map[string]json.RawMessage, path, key string, required, nullO
 func getStrings(obj map[string]json.RawMessage, path, key string, dst *[]string) error {
 	raw, ok := obj[key]
 	if !ok {
-		return favaproxy.FieldErrorf(path+"."+key, "is required")
+		return favaproxy.FieldErrorf(join(path, key), "is required")
 	}
 	var items []json.RawMessage
 	if !isKind(raw, '[') || json.Unmarshal(raw, &items) != nil {
-		return favaproxy.FieldErrorf(path+"."+key, "must be an array of strings")
+		return favaproxy.FieldErrorf(join(path, key), "must be an array of strings")
 	}
 	out := make([]string, len(items))
 	for i, it := range items {
 		if !isKind(it, '"') || json.Unmarshal(it, &out[i]) != nil {
-			return favaproxy.FieldErrorf(fmt.Sprintf("%s.%s[%d]", path, key, i), "must be a string")
+			return favaproxy.FieldErrorf(fmt.Sprintf("%s[%d]", join(path, key), i), "must be a string")
 		}
 	}
 	*dst = out
@@ -158,14 +168,15 @@ func getStrings(obj map[string]json.RawMessage, path, key string, dst *[]string)
 }
 
 func getMeta(obj map[string]json.RawMessage, path string, required bool, dst *Meta) error {
+	mpath := join(path, "meta")
 	raw, ok := obj["meta"]
 	if !ok || (!required && isNull(raw)) {
 		if required {
-			return favaproxy.FieldErrorf(path+".meta", "is required (an object, may be empty)")
+			return favaproxy.FieldErrorf(mpath, "is required (an object, may be empty)")
 		}
 		return nil
 	}
-	m, err := fields(path+".meta", raw)
+	m, err := fields(mpath, raw)
 	if err != nil {
 		return err
 	}
@@ -177,7 +188,7 @@ func getMeta(obj map[string]json.RawMessage, path string, required bool, dst *Me
 		case isKind(v, '"'):
 			var s string
 			if err := json.Unmarshal(v, &s); err != nil {
-				return favaproxy.FieldErrorf(path+".meta."+k, "must be a string")
+				return favaproxy.FieldErrorf(mpath+"."+k, "must be a string")
 			}
 			out[k] = s
 		case string(bytes.TrimSpace(v)) == "true":
@@ -185,7 +196,7 @@ func getMeta(obj map[string]json.RawMessage, path string, required bool, dst *Me
 		case string(bytes.TrimSpace(v)) == "false":
 			out[k] = false
 		default:
-			return favaproxy.FieldErrorf(path+".meta."+k, "must be a string, true, false or null")
+			return favaproxy.FieldErrorf(mpath+"."+k, "must be a string, true, false or null")
 		}
 	}
 	*dst = out
@@ -319,7 +330,7 @@ func validateEntry(path string, e *Entry, r Rules) error {
 	}
 	switch e.Type {
 	case TypeTransaction:
-		if len(e.Flag) != 1 || !bytes.Contains([]byte(Flags), []byte(e.Flag)) {
+		if len(e.Flag) != 1 || !strings.Contains(Flags, e.Flag) {
 			return favaproxy.FieldErrorf(path+".flag", "flag %s must be one of %s", quoteShort(e.Flag), Flags)
 		}
 		if err := fieldErr(path+".payee", CheckText(e.Payee)); err != nil {
@@ -370,7 +381,7 @@ func validateEntry(path string, e *Entry, r Rules) error {
 		// Fava drops '"' from a note's comment and Beancount prints it
 		// between quotes without escaping: a backslash would escape the
 		// closing quote and the string would run on into the next entries.
-		if i := bytes.IndexByte([]byte(e.Comment), '\\'); i >= 0 {
+		if i := strings.IndexByte(e.Comment, '\\'); i >= 0 {
 			return favaproxy.FieldErrorf(path+".comment", "backslash at byte %d is not allowed in a note (Fava does not escape it)", i+1)
 		}
 	default:
@@ -380,12 +391,7 @@ func validateEntry(path string, e *Entry, r Rules) error {
 }
 
 func validateMeta(path string, m Meta) error {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if why := CheckMetaKey(k); why != "" {
 			return favaproxy.FieldErrorf(path, "%s", why)
 		}
@@ -491,8 +497,7 @@ func Fingerprint(route, ledger string, entries []json.RawMessage) string {
 	buf.WriteString(`,"route":`)
 	buf.Write(mustJSON(route))
 	buf.WriteByte('}')
-	sum := sha256.Sum256(buf.Bytes())
-	return hex.EncodeToString(sum[:])
+	return checksum.Bytes(buf.Bytes())
 }
 
 // AddEntriesBody returns the add_entries request body for entries.

@@ -36,22 +36,7 @@ func FuzzValidateAddEntries(f *testing.F) {
 			checkInvalid(t, err)
 			return
 		}
-		for i, e := range a.Typed {
-			for _, s := range entryStrings(e) {
-				for _, r := range s {
-					if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
-						t.Fatalf("entries[%d]: accepted string %q holds %U", i, s, r)
-					}
-				}
-			}
-			out := renderFava(e)
-			if got, want := strings.Count(out, "\n"), renderedLines(e); got != want {
-				t.Fatalf("entries[%d] renders as %d lines, want %d:\n%s", i, got, want, out)
-			}
-			if strings.ContainsAny(out, "\r\x00") {
-				t.Fatalf("entries[%d] renders with CR or NUL: %q", i, out)
-			}
-		}
+		checkAccepted(t, a)
 		// Marking the entries keeps them valid, and the body built from
 		// them reads back the same.
 		marked := make([]json.RawMessage, len(a.Entries))
@@ -95,6 +80,33 @@ func checkInvalid(tb testing.TB, err error) {
 	}
 	if favaproxy.ErrorMessage(err) == "" {
 		tb.Fatalf("error %v has no message", err)
+	}
+}
+
+// checkAccepted checks what must hold of entries that passed validation:
+// no string holds a control character or a line separator, each entry
+// renders as the lines it should, without CR or NUL, and no note comment
+// holds a backslash.
+func checkAccepted(tb testing.TB, a *fava.AddEntries) {
+	tb.Helper()
+	for i, e := range a.Typed {
+		for _, s := range entryStrings(e) {
+			for _, r := range s {
+				if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+					tb.Fatalf("entries[%d]: accepted string %q holds %U", i, s, r)
+				}
+			}
+		}
+		out := renderFava(e)
+		if got, want := strings.Count(out, "\n"), renderedLines(e); got != want {
+			tb.Fatalf("entries[%d] renders as %d lines, want %d:\n%s", i, got, want, out)
+		}
+		if strings.ContainsAny(out, "\r\x00") {
+			tb.Fatalf("entries[%d] renders with CR or NUL: %q", i, out)
+		}
+		if e.Type == fava.TypeNote && strings.Contains(e.Comment, `\`) {
+			tb.Fatalf("note comment with a backslash accepted: %q", e.Comment)
+		}
 	}
 }
 
@@ -151,7 +163,7 @@ func FuzzAddAccount(f *testing.F) {
 
 // FuzzValidateEntryFields puts one fuzzed string into one field of a valid
 // batch, so that the fuzzer explores the field grammars rather than JSON
-// syntax, and checks the same properties as FuzzValidateAddEntries.
+// syntax, and checks accepted entries as FuzzValidateAddEntries does.
 func FuzzValidateEntryFields(f *testing.F) {
 	for _, s := range []string{"x", "Assets:Cash", "a\nb", "10 USD {1 EUR, 2024-01-01} @ 2 GBP", "k-1", "é", `a\`, "2024-02-29", "USD", "1,000.5"} {
 		for field := range uint8(12) {
@@ -203,21 +215,6 @@ func FuzzValidateEntryFields(f *testing.F) {
 			checkInvalid(t, err)
 			return
 		}
-		for i, e := range a.Typed {
-			for _, str := range entryStrings(e) {
-				for _, r := range str {
-					if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
-						t.Fatalf("entries[%d]: accepted string %q holds %U", i, str, r)
-					}
-				}
-			}
-			out := renderFava(e)
-			if got, want := strings.Count(out, "\n"), renderedLines(e); got != want {
-				t.Fatalf("entries[%d] renders as %d lines, want %d:\n%s", i, got, want, out)
-			}
-			if e.Type == fava.TypeNote && strings.Contains(e.Comment, `\`) {
-				t.Fatalf("note comment with a backslash accepted: %q", e.Comment)
-			}
-		}
+		checkAccepted(t, a)
 	})
 }

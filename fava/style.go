@@ -82,13 +82,6 @@ func ParseStyle(version string) (Style, error) {
 	}
 }
 
-// HasSuccessKey reports whether replies of this style carry "success".
-func (s Style) HasSuccessKey() bool { return s == Style127 }
-
-// ErrorStatuses reports whether Fava answers API errors with an HTTP error
-// status in this style (Style127 answers them with 200).
-func (s Style) ErrorStatuses() bool { return s != Style127 }
-
 // MoveMethod is the HTTP method of Fava's document move endpoint:
 // GET up to 1.30.7, PUT from 1.30.8. For StyleUnknown it is PUT.
 func (s Style) MoveMethod() string {
