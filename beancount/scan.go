@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/favaproxy/favaproxy"
 )
 
 // Kind names the kind of a directive block.
@@ -195,12 +197,6 @@ var lineStartPlain = func() (t [256]bool) {
 // isBlankByte reports the bytes Beancount skips between tokens.
 func isBlankByte(c byte) bool { return c == ' ' || c == '\t' || c == '\f' || c == '\v' }
 
-// isLinkByte reports the bytes of a tag or link name: [A-Za-z0-9-_/.].
-func isLinkByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		c == '-' || c == '_' || c == '/' || c == '.'
-}
-
 // next reads the next token on the current line. It does not consume the
 // line break; a comment reads as the end of the line.
 func (s *scanner) next() token {
@@ -231,7 +227,7 @@ func (s *scanner) next() token {
 		return s.stringToken()
 	case '#', '^':
 		q := p + 1
-		for q < len(src) && isLinkByte(src[q]) {
+		for q < len(src) && favaproxy.IsLinkChar(src[q]) {
 			q++
 		}
 		if q > p+1 {
