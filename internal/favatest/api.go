@@ -199,26 +199,26 @@ func (l *ledger) entry(hash string) (*entry, error) {
 	return nil, hashNotFoundError(hash)
 }
 
-// entrySlice reads the entry's slice from the file as it is now, as Fava's
-// get_entry_slice does.
-func (s *Server) entrySlice(e *entry) (string, error) {
+// entrySlice finds the entry with hash in the last load and reads its slice
+// from the file as it is now, as Fava's get_entry_slice does.
+func (s *Server) entrySlice(l *ledger, hash string) (*entry, string, error) {
+	e, err := l.entry(hash)
+	if err != nil {
+		return nil, "", err
+	}
 	raw, err := s.readSource(e.file)
 	if err != nil {
-		return "", plainError(err.Error())
+		return nil, "", plainError(err.Error())
 	}
-	lines := checksum.Lines(string(checksum.Normalize(raw)))
-	if e.lineno-1 >= len(lines) {
-		return "", &uncaughtError{"IndexError: list index out of range"}
+	slice, ok := checksum.Slice(string(checksum.Normalize(raw)), e.lineno)
+	if !ok {
+		return nil, "", &uncaughtError{"IndexError: list index out of range"}
 	}
-	return checksum.JoinSlice(lines[e.lineno-1 : e.lineno-1+checksum.EntryLines(lines, e.lineno-1)]), nil
+	return e, slice, nil
 }
 
 func apiContext(s *Server, l *ledger, r *http.Request, args map[string]any) (any, error) {
-	e, err := l.entry(args["entry_hash"].(string))
-	if err != nil {
-		return nil, err
-	}
-	slice, err := s.entrySlice(e)
+	e, slice, err := s.entrySlice(l, args["entry_hash"].(string))
 	if err != nil {
 		return nil, err
 	}
@@ -235,11 +235,7 @@ func apiContext(s *Server, l *ledger, r *http.Request, args map[string]any) (any
 }
 
 func apiGetSlice(s *Server, l *ledger, r *http.Request, args map[string]any) (any, error) {
-	e, err := l.entry(args["entry_hash"].(string))
-	if err != nil {
-		return nil, err
-	}
-	slice, err := s.entrySlice(e)
+	_, slice, err := s.entrySlice(l, args["entry_hash"].(string))
 	if err != nil {
 		return nil, err
 	}
