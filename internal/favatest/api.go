@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/favaproxy/favaproxy/checksum"
 )
@@ -94,13 +95,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, l *ledger, nam
 		data, err = ep.fn(s, l, r, args)
 	}
 	var ae *apiError
-	var ue *uncaughtError
 	switch {
 	case errors.As(err, &ae):
 		writeJSON(w, s.style.status(ae), s.style.errorBody(ae))
-	case errors.As(err, &ue):
-		htmlError(w, http.StatusInternalServerError)
-	case err != nil:
+	case err != nil: // an uncaughtError, or any other failure
 		htmlError(w, http.StatusInternalServerError)
 	default:
 		writeJSON(w, http.StatusOK, s.style.successBody(data, l.mtime()))
@@ -263,7 +261,7 @@ func apiGetSource(s *Server, l *ledger, r *http.Request, _ map[string]any) (any,
 	if err != nil {
 		return nil, plainError(err.Error())
 	}
-	if !utf8Valid(raw) {
+	if !utf8.Valid(raw) {
 		return nil, plainError("The source file contains invalid unicode: 'utf-8' codec can't decode.")
 	}
 	text := string(checksum.Normalize(raw))

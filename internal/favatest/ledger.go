@@ -369,5 +369,3 @@ func nonNil(s []string) []string {
 	}
 	return s
 }
-
-func utf8Valid(b []byte) bool { return utf8.Valid(b) }
