@@ -266,11 +266,11 @@ func normalizeNumber(n string) string {
 func pyDecimal(v any) (string, error) {
 	switch x := v.(type) {
 	case string:
-		if !decimalRe.MatchString(x) || strings.ContainsAny(x, "eE") {
-			if decimalRe.MatchString(x) {
-				return strings.TrimSpace(x), nil
-			}
+		switch {
+		case !decimalRe.MatchString(x):
 			return "", &uncaughtError{"decimal.InvalidOperation"}
+		case strings.ContainsAny(x, "eE"):
+			return strings.TrimSpace(x), nil
 		}
 		return normalizeNumber(strings.TrimSpace(x)), nil
 	case json.Number:
