@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -430,8 +429,6 @@ func apiAttachDocument(s *Server, l *ledger, r *http.Request, args map[string]an
 	return fmt.Sprintf("Attached '%s' to entry.", filename), nil
 }
 
-var docNameRe = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}`)
-
 // isDocument is Fava's is_document_or_import_file: a Document entry's file,
 // which includes the dated files in account folders below a documents
 // folder (looked at live, as Fava's folder watcher would have reloaded).
@@ -441,12 +438,7 @@ func (l *ledger) isDocument(filename string) bool {
 		return true
 	}
 	for _, dir := range snap.docDirs {
-		rel, err := filepath.Rel(dir, filepath.Dir(filename))
-		if err != nil || strings.HasPrefix(rel, "..") {
-			continue
-		}
-		account := strings.ReplaceAll(rel, string(filepath.Separator), ":")
-		if snap.accounts[account] && docNameRe.MatchString(filepath.Base(filename)) {
+		if snap.inDocumentFolder(dir, filename) {
 			return true
 		}
 	}
