@@ -22,11 +22,12 @@ func TestRoutes(t *testing.T) {
 			if got, want := e.slug, "test-ledger"; got != want {
 				t.Fatalf("slug=%q, want %q", got, want)
 			}
-			cases := []struct {
+			type route struct {
 				method, path string
 				status       int
 				ctype        string
-			}{
+			}
+			cases := []route{
 				{"GET", prefix + "/", 302, ""},
 				{"GET", prefix + "/test-ledger/", 302, ""},
 				{"GET", prefix + "/test-ledger/income_statement/", 200, "text/html"},
@@ -42,11 +43,7 @@ func TestRoutes(t *testing.T) {
 				{"GET", prefix + "/static/nope.js", 404, "text/html"},
 			}
 			if prefix != "" {
-				cases = append(cases, struct {
-					method, path string
-					status       int
-					ctype        string
-				}{"GET", "/test-ledger/income_statement/", 404, "text/html"})
+				cases = append(cases, route{"GET", "/test-ledger/income_statement/", 404, "text/html"})
 			}
 			for _, c := range cases {
 				r := e.do(c.method, c.path, nil)
