@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -264,7 +265,7 @@ func (g *bigBody) run(ctx context.Context, addr, path string, size int64) {
 	defer start()
 	fail := func(err error) {
 		g.mu.Lock()
-		g.err = cmpOr(g.err, err)
+		g.err = cmp.Or(g.err, err)
 		g.mu.Unlock()
 	}
 	var d net.Dialer
@@ -294,7 +295,7 @@ func (g *bigBody) run(ctx context.Context, addr, path string, size int64) {
 		defer g.mu.Unlock()
 		g.sent = sent.Load()
 		if err != nil {
-			g.err = cmpOr(g.err, fmt.Errorf("reading the answer: %w", err))
+			g.err = cmp.Or(g.err, fmt.Errorf("reading the answer: %w", err))
 			return
 		}
 		g.status = resp.StatusCode
