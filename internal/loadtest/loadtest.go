@@ -11,7 +11,8 @@
 //     acknowledged link is then looked for in the file: lost and duplicated
 //     entries are counted.
 //   - reads: a ledger page (income_statement) and an API GET (changed) on a
-//     small ledger, straight, through favaproxy and through nginx configured
+//     small ledger, straight, through favaproxy, through a bare Go
+//     httputil.ReverseProxy (full runs only) and through nginx configured
 //     as a plain reverse proxy with a keepalive upstream. The emulator's
 //     reload cost is zero and nothing writes, so the upstream is cheap and
 //     the differences are the proxies' own cost. wrk drives the load when it
@@ -158,13 +159,12 @@ func (o Options) readRounds() int {
 
 // Report is the outcome of a run.
 type Report struct {
-	Date    time.Time `json:"date"`
-	Cores   int       `json:"cores"`
-	GOOS    string    `json:"goos"`
-	GOARCH  string    `json:"goarch"`
-	Quick   bool      `json:"quick"`
-	Phases  []Phase   `json:"phases"`
-	Command string    `json:"-"`
+	Date   time.Time `json:"date"`
+	Cores  int       `json:"cores"`
+	GOOS   string    `json:"goos"`
+	GOARCH string    `json:"goarch"`
+	Quick  bool      `json:"quick"`
+	Phases []Phase   `json:"phases"`
 }
 
 // Phase holds one phase's measurements and the ratios derived from them.
@@ -182,7 +182,8 @@ type Phase struct {
 
 // Result is one setup's figures in one phase.
 type Result struct {
-	// Setup is "direct", "favaproxy", "favaproxy-no-batch" or "nginx".
+	// Setup is "direct", "favaproxy", "favaproxy-no-batch",
+	// "go-reverseproxy" or "nginx".
 	Setup string `json:"setup"`
 	// Route is the path requested, for reads.
 	Route string `json:"route,omitempty"`
