@@ -57,6 +57,9 @@ const (
 	PhaseMemory  = "memory" // derived from the others, never run alone
 )
 
+// phases are the phases Run can run, in order.
+var phases = []string{PhaseWrites, PhaseReads, PhaseHostile}
+
 // ledgerTitle gives every generated ledger the same, known slug.
 const ledgerTitle = "Bench Ledger"
 
@@ -140,7 +143,7 @@ func (o Options) withDefaults() Options {
 		o.BigBody = 100 << 20
 	}
 	if len(o.Phases) == 0 {
-		o.Phases = []string{PhaseWrites, PhaseReads, PhaseHostile}
+		o.Phases = slices.Clone(phases)
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
@@ -259,7 +262,7 @@ type bench struct {
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o = o.withDefaults()
 	for _, p := range o.Phases {
-		if !slices.Contains([]string{PhaseWrites, PhaseReads, PhaseHostile}, p) {
+		if !slices.Contains(phases, p) {
 			return nil, fmt.Errorf("unknown phase %q", p)
 		}
 	}
@@ -283,7 +286,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		PhaseReads:   b.reads,
 		PhaseHostile: b.hostile,
 	}
-	for _, name := range []string{PhaseWrites, PhaseReads, PhaseHostile} {
+	for _, name := range phases {
 		if !slices.Contains(o.Phases, name) {
 			continue
 		}
