@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -54,11 +53,7 @@ func TestAddAccountAcrossProcesses(t *testing.T) {
 			if opened != 1 {
 				t.Fatalf("%d calls opened the account, want 1", opened)
 			}
-			raw, err := os.ReadFile(ledger)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := strings.Count(string(raw), " open "+account); got != 1 {
+			if got := countIn(t, ledger, " open "+account); got != 1 {
 				t.Fatalf("%d open directives of %s, want 1", got, account)
 			}
 		})

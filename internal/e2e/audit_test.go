@@ -47,9 +47,7 @@ func TestAuditShowsWriters(t *testing.T) {
 	emu := proctest.Start(t, bins.fakefava, "--style", favatest.Style130, "--listen", "127.0.0.1:0", ledger)
 	base := startProxy(t, emu.URL(), ledger).URL()
 
-	entry := `{"entries":[{"t":"Transaction","date":"2024-06-01","flag":"*","payee":"E2E","narration":"audited",` +
-		`"tags":[],"links":[],"meta":{},"postings":[{"account":"Expenses:Food:Groceries","amount":"1.00 USD"},` +
-		`{"account":"Assets:Cash","amount":""}]}]}`
+	entry := string(entriesBody("audited"))
 	writes := []struct{ user, name, body, kind string }{
 		{"alice", "add_entries", entry, "add_entries"},
 		{"bob", "add_account", `{"account":"Assets:Audit:Wallet"}`, "add_account"},

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -18,16 +17,7 @@ import (
 // with the idempotency key key ("" for none).
 func keyedEntry(tb testing.TB, base, key, narration string) (*http.Response, string) {
 	tb.Helper()
-	entry := map[string]any{
-		"t": "Transaction", "date": "2024-06-01", "flag": "*", "payee": "E2E", "narration": narration,
-		"tags": []any{}, "links": []any{}, "meta": map[string]any{},
-		"postings": []any{
-			map[string]any{"account": "Expenses:Food:Groceries", "amount": "1.00 USD"},
-			map[string]any{"account": "Assets:Cash", "amount": ""},
-		},
-	}
-	body, _ := json.Marshal(map[string]any{"entries": []any{entry}})
-	req, err := http.NewRequest(http.MethodPut, base+"/"+slug+"/api/add_entries", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPut, base+"/"+slug+"/api/add_entries", bytes.NewReader(entriesBody(narration)))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -56,18 +56,25 @@ func startEmulator(tb testing.TB, ledger, trace string, sh shape) *proctest.Proc
 
 var client = &http.Client{Timeout: 60 * time.Second}
 
-// addEntry sends one add_entries with a transaction linked to id, as user
-// (HTTP Basic, which Fava ignores and favaproxy takes as the identity).
-func addEntry(base, user, id string) (int, string, error) {
+// entriesBody is an add_entries body with one transaction narrated
+// narration and carrying links.
+func entriesBody(narration string, links ...string) []byte {
 	entry := map[string]any{
-		"t": "Transaction", "date": "2024-06-01", "flag": "*", "payee": "E2E", "narration": "write " + id,
-		"tags": []any{}, "links": []any{id}, "meta": map[string]any{},
+		"t": "Transaction", "date": "2024-06-01", "flag": "*", "payee": "E2E", "narration": narration,
+		"tags": []any{}, "links": append([]string{}, links...), "meta": map[string]any{},
 		"postings": []any{
 			map[string]any{"account": "Expenses:Food:Groceries", "amount": "1.00 USD"},
 			map[string]any{"account": "Assets:Cash", "amount": ""},
 		},
 	}
 	body, _ := json.Marshal(map[string]any{"entries": []any{entry}})
+	return body
+}
+
+// addEntry sends one add_entries with a transaction linked to id, as user
+// (HTTP Basic, which Fava ignores and favaproxy takes as the identity).
+func addEntry(base, user, id string) (int, string, error) {
+	body := entriesBody("write "+id, id)
 	req, err := http.NewRequest(http.MethodPut, base+"/"+slug+"/api/add_entries", bytes.NewReader(body))
 	if err != nil {
 		return 0, "", err

@@ -9,10 +9,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/favaproxy/favaproxy/checksum"
 )
@@ -94,13 +94,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, l *ledger, nam
 		data, err = ep.fn(s, l, r, args)
 	}
 	var ae *apiError
-	var ue *uncaughtError
 	switch {
 	case errors.As(err, &ae):
 		writeJSON(w, s.style.status(ae), s.style.errorBody(ae))
-	case errors.As(err, &ue):
-		htmlError(w, http.StatusInternalServerError)
-	case err != nil:
+	case err != nil: // an uncaughtError, or any other failure
 		htmlError(w, http.StatusInternalServerError)
 	default:
 		writeJSON(w, http.StatusOK, s.style.successBody(data, l.mtime()))
@@ -199,26 +196,26 @@ func (l *ledger) entry(hash string) (*entry, error) {
 	return nil, hashNotFoundError(hash)
 }
 
-// entrySlice reads the entry's slice from the file as it is now, as Fava's
-// get_entry_slice does.
-func (s *Server) entrySlice(e *entry) (string, error) {
+// entrySlice finds the entry with hash in the last load and reads its slice
+// from the file as it is now, as Fava's get_entry_slice does.
+func (s *Server) entrySlice(l *ledger, hash string) (*entry, string, error) {
+	e, err := l.entry(hash)
+	if err != nil {
+		return nil, "", err
+	}
 	raw, err := s.readSource(e.file)
 	if err != nil {
-		return "", plainError(err.Error())
+		return nil, "", plainError(err.Error())
 	}
-	lines := checksum.Lines(string(checksum.Normalize(raw)))
-	if e.lineno-1 >= len(lines) {
-		return "", &uncaughtError{"IndexError: list index out of range"}
+	slice, ok := checksum.Slice(string(checksum.Normalize(raw)), e.lineno)
+	if !ok {
+		return nil, "", &uncaughtError{"IndexError: list index out of range"}
 	}
-	return checksum.JoinSlice(lines[e.lineno-1 : e.lineno-1+checksum.EntryLines(lines, e.lineno-1)]), nil
+	return e, slice, nil
 }
 
 func apiContext(s *Server, l *ledger, r *http.Request, args map[string]any) (any, error) {
-	e, err := l.entry(args["entry_hash"].(string))
-	if err != nil {
-		return nil, err
-	}
-	slice, err := s.entrySlice(e)
+	e, slice, err := s.entrySlice(l, args["entry_hash"].(string))
 	if err != nil {
 		return nil, err
 	}
@@ -235,11 +232,7 @@ func apiContext(s *Server, l *ledger, r *http.Request, args map[string]any) (any
 }
 
 func apiGetSlice(s *Server, l *ledger, r *http.Request, args map[string]any) (any, error) {
-	e, err := l.entry(args["entry_hash"].(string))
-	if err != nil {
-		return nil, err
-	}
-	slice, err := s.entrySlice(e)
+	_, slice, err := s.entrySlice(l, args["entry_hash"].(string))
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +260,7 @@ func apiGetSource(s *Server, l *ledger, r *http.Request, _ map[string]any) (any,
 	if err != nil {
 		return nil, plainError(err.Error())
 	}
-	if !utf8Valid(raw) {
+	if !utf8.Valid(raw) {
 		return nil, plainError("The source file contains invalid unicode: 'utf-8' codec can't decode.")
 	}
 	text := string(checksum.Normalize(raw))
@@ -436,8 +429,6 @@ func apiAttachDocument(s *Server, l *ledger, r *http.Request, args map[string]an
 	return fmt.Sprintf("Attached '%s' to entry.", filename), nil
 }
 
-var docNameRe = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}`)
-
 // isDocument is Fava's is_document_or_import_file: a Document entry's file,
 // which includes the dated files in account folders below a documents
 // folder (looked at live, as Fava's folder watcher would have reloaded).
@@ -447,12 +438,7 @@ func (l *ledger) isDocument(filename string) bool {
 		return true
 	}
 	for _, dir := range snap.docDirs {
-		rel, err := filepath.Rel(dir, filepath.Dir(filename))
-		if err != nil || strings.HasPrefix(rel, "..") {
-			continue
-		}
-		account := strings.ReplaceAll(rel, string(filepath.Separator), ":")
-		if snap.accounts[account] && docNameRe.MatchString(filepath.Base(filename)) {
+		if snap.inDocumentFolder(dir, filename) {
 			return true
 		}
 	}

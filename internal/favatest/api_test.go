@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/favaproxy/favaproxy/checksum"
 )
 
 // errStatus is the status each style answers a Fava error with.
@@ -60,7 +62,7 @@ func checkOK(t *testing.T, style string, r reply) any {
 
 // hashAt returns the entry_hash of the entry at lineno of file, as the
 // journal endpoint reports it.
-func (e *emu) hashAt(style, file string, lineno int) string {
+func (e *emu) hashAt(file string, lineno int) string {
 	e.tb.Helper()
 	data := e.api(http.MethodGet, "journal", nil, nil).body["data"].([]any)
 	for _, x := range data {
@@ -132,7 +134,7 @@ func TestSource(t *testing.T) {
 		t.Run("Written", func(t *testing.T) {
 			text := baseLedger + "\n; edited\n"
 			r := e.api(http.MethodPut, "source", nil, map[string]any{"file_path": e.main, "source": text, "sha256sum": sum})
-			if got, want := checkOK(t, st, r), checksumOf(text); got != want {
+			if got, want := checkOK(t, st, r), checksum.String(text); got != want {
 				t.Fatalf("data=%v, want %s", got, want)
 			}
 			if got := readFile(t, e.main); got != text {
@@ -228,7 +230,7 @@ func TestWriteReplyCarriesPreWriteMtime(t *testing.T) {
 func TestContextAndStaleHash(t *testing.T) {
 	forStyles(t, func(t *testing.T, st string) {
 		e := newEmu(t, Options{Style: st}, baseLedger)
-		h := e.hashAt(st, e.main, 12) // the "Milk" transaction
+		h := e.hashAt(e.main, 12) // the "Milk" transaction
 		data := checkOK(t, st, e.api(http.MethodGet, "context", url.Values{"entry_hash": {h}}, nil)).(map[string]any)
 		wantSlice := "2024-02-02 * \"Shop\" \"Milk\"\n  Expenses:Food   1.00 USD\n  Assets:Bank"
 		if st == Style13010 {
@@ -250,7 +252,7 @@ func TestContextAndStaleHash(t *testing.T) {
 		if got := data["slice"]; got != wantSlice {
 			t.Fatalf("slice=%q, want %q", got, wantSlice)
 		}
-		if got, want := data["sha256sum"], checksumOf(wantSlice); got != want {
+		if got, want := data["sha256sum"], checksum.String(wantSlice); got != want {
 			t.Fatalf("sha256sum=%v, want %s", got, want)
 		}
 
@@ -264,9 +266,9 @@ func TestContextAndStaleHash(t *testing.T) {
 		})
 
 		// An earlier entry grows by one line: the old hash is gone for good.
-		h1 := e.hashAt(st, e.main, 8)
+		h1 := e.hashAt(e.main, 8)
 		s1 := "2024-02-01 * \"Shop\" \"Bread\" ^b-1\n  Expenses:Food   2.50 USD\n  Assets:Bank"
-		r := e.api(http.MethodPut, "source_slice", nil, map[string]any{"entry_hash": h1, "sha256sum": checksumOf(s1),
+		r := e.api(http.MethodPut, "source_slice", nil, map[string]any{"entry_hash": h1, "sha256sum": checksum.String(s1),
 			"source": "2024-02-01 * \"Shop\" \"Bread\" ^b-1\n  kind: \"rye\"\n  Expenses:Food   2.50 USD\n  Assets:Bank"})
 		checkOK(t, st, r)
 		checkOK(t, st, e.api(http.MethodGet, "changed", nil, nil))
@@ -276,7 +278,7 @@ func TestContextAndStaleHash(t *testing.T) {
 			status = http.StatusNotFound
 		}
 		checkError(t, st, r, status, fmt.Sprintf(`No entry found for hash "%s"`, h))
-		if got := e.hashAt(st, e.main, 13); got == h {
+		if got := e.hashAt(e.main, 13); got == h {
 			t.Fatal("the shifted entry kept its hash")
 		}
 	})
@@ -285,7 +287,7 @@ func TestContextAndStaleHash(t *testing.T) {
 func TestSourceSlice(t *testing.T) {
 	forStyles(t, func(t *testing.T, st string) {
 		e := newEmu(t, Options{Style: st}, baseLedger)
-		h := e.hashAt(st, e.main, 8)
+		h := e.hashAt(e.main, 8)
 		old := "2024-02-01 * \"Shop\" \"Bread\" ^b-1\n  Expenses:Food   2.50 USD\n  Assets:Bank"
 		t.Run("Conflict", func(t *testing.T) {
 			r := e.api(http.MethodPut, "source_slice", nil, map[string]any{"entry_hash": h, "sha256sum": "bad", "source": "x"})
@@ -295,12 +297,12 @@ func TestSourceSlice(t *testing.T) {
 		// shifted underneath (no reload in between) reads the wrong lines.
 		t.Run("ShiftedUnderneath", func(t *testing.T) {
 			writeFile(t, e.main, "; a new first line\n"+baseLedger)
-			r := e.api(http.MethodPut, "source_slice", nil, map[string]any{"entry_hash": h, "sha256sum": checksumOf(old), "source": "x"})
+			r := e.api(http.MethodPut, "source_slice", nil, map[string]any{"entry_hash": h, "sha256sum": checksum.String(old), "source": "x"})
 			checkError(t, st, r, http.StatusInternalServerError, fmt.Sprintf("The file at '%s' changed externally.", e.main))
 			writeFile(t, e.main, baseLedger)
 		})
 		t.Run("Delete", func(t *testing.T) {
-			q := url.Values{"entry_hash": {h}, "sha256sum": {checksumOf(old)}}
+			q := url.Values{"entry_hash": {h}, "sha256sum": {checksum.String(old)}}
 			r := e.api(http.MethodDelete, "source_slice", q, nil)
 			if got, want := checkOK(t, st, r), fmt.Sprintf("Deleted entry %s.", h); got != want {
 				t.Fatalf("data=%v, want %q", got, want)
@@ -316,13 +318,13 @@ func TestSourceSlice(t *testing.T) {
 func TestAttachDocument(t *testing.T) {
 	forStyles(t, func(t *testing.T, st string) {
 		e := newEmu(t, Options{Style: st}, baseLedger)
-		h := e.hashAt(st, e.main, 12)
+		h := e.hashAt(e.main, 12)
 		r := e.api(http.MethodPut, "attach_document", nil, map[string]any{"filename": "r.pdf", "entry_hash": h})
 		if got, want := checkOK(t, st, r), "Attached 'r.pdf' to entry."; got != want {
 			t.Fatalf("data=%v, want %q", got, want)
 		}
 		// attach_document reloads first, so the fresh hash works again.
-		h = e.hashAt(st, e.main, 12)
+		h = e.hashAt(e.main, 12)
 		checkOK(t, st, e.api(http.MethodPut, "attach_document", nil, map[string]any{"filename": "s.pdf", "entry_hash": h}))
 		want := strings.Replace(baseLedger, "\"Milk\"\n", "\"Milk\"\n  document-2: \"s.pdf\"\n  document: \"r.pdf\"\n", 1)
 		if got := readFile(t, e.main); got != want {

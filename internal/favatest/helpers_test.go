@@ -12,8 +12,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-
-	"github.com/favaproxy/favaproxy/checksum"
 )
 
 var allStyles = []string{Style127, Style130, Style13010}
@@ -144,11 +142,3 @@ func keys(m map[string]any) string {
 	sort.Strings(ks)
 	return strings.Join(ks, ",")
 }
-
-func checksumOf(s string) string { return checksum.String(s) }
-
-func httptestRequest(method, path, body string) *http.Request {
-	return httptest.NewRequest(method, path, strings.NewReader(body))
-}
-
-func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }

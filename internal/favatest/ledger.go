@@ -173,16 +173,25 @@ func findDocuments(dir string, s *snapshot) {
 		if err != nil || d.IsDir() {
 			return nil
 		}
-		rel, err := filepath.Rel(dir, filepath.Dir(p))
-		if err != nil {
-			return nil
-		}
-		account := strings.ReplaceAll(rel, string(filepath.Separator), ":")
-		if s.accounts[account] && len(d.Name()) >= 10 && dateRe.MatchString(d.Name()[:10]+" x") {
+		if s.inDocumentFolder(dir, p) {
 			s.docFiles[p] = true
 		}
 		return nil
 	})
+}
+
+var docNameRe = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}`)
+
+// inDocumentFolder reports whether file lies in the folder of an open
+// account below the documents folder dir (<dir>/<Account parts>/) and its
+// name starts with a date.
+func (s *snapshot) inDocumentFolder(dir, file string) bool {
+	rel, err := filepath.Rel(dir, filepath.Dir(file))
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return false
+	}
+	account := strings.ReplaceAll(rel, string(filepath.Separator), ":")
+	return s.accounts[account] && docNameRe.MatchString(filepath.Base(file))
 }
 
 func isIgnorable(line string) bool {
@@ -369,5 +378,3 @@ func nonNil(s []string) []string {
 	}
 	return s
 }
-
-func utf8Valid(b []byte) bool { return utf8.Valid(b) }

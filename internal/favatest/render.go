@@ -139,16 +139,9 @@ func deserialise(raw any) (*newEntry, error) {
 			return nil, keyError("currency")
 		}
 		e.amount = n + " " + fmt.Sprint(cur)
-		m, ok := obj["meta"]
-		if !ok {
-			return nil, keyError("meta")
+		if err := e.readMetaAccount(obj); err != nil {
+			return nil, err
 		}
-		e.meta, _ = m.(map[string]any)
-		acc, ok := obj["account"]
-		if !ok {
-			return nil, keyError("account")
-		}
-		e.account = fmt.Sprint(acc)
 	case "Note":
 		e.kind = "Note"
 		c, ok := obj["comment"]
@@ -156,20 +149,29 @@ func deserialise(raw any) (*newEntry, error) {
 			return nil, keyError("comment")
 		}
 		e.comment = strings.ReplaceAll(fmt.Sprint(c), `"`, "")
-		m, ok := obj["meta"]
-		if !ok {
-			return nil, keyError("meta")
+		if err := e.readMetaAccount(obj); err != nil {
+			return nil, err
 		}
-		e.meta, _ = m.(map[string]any)
-		acc, ok := obj["account"]
-		if !ok {
-			return nil, keyError("account")
-		}
-		e.account = fmt.Sprint(acc)
 	default:
 		return nil, plainError("Unsupported entry type.")
 	}
 	return e, nil
+}
+
+// readMetaAccount reads the meta and account fields of a Balance or a
+// Note, in the order Fava's deserialise reads them.
+func (e *newEntry) readMetaAccount(obj map[string]any) error {
+	m, ok := obj["meta"]
+	if !ok {
+		return keyError("meta")
+	}
+	e.meta, _ = m.(map[string]any)
+	acc, ok := obj["account"]
+	if !ok {
+		return keyError("account")
+	}
+	e.account = fmt.Sprint(acc)
+	return nil
 }
 
 func str(v any) string {
@@ -264,11 +266,11 @@ func normalizeNumber(n string) string {
 func pyDecimal(v any) (string, error) {
 	switch x := v.(type) {
 	case string:
-		if !decimalRe.MatchString(x) || strings.ContainsAny(x, "eE") {
-			if decimalRe.MatchString(x) {
-				return strings.TrimSpace(x), nil
-			}
+		switch {
+		case !decimalRe.MatchString(x):
 			return "", &uncaughtError{"decimal.InvalidOperation"}
+		case strings.ContainsAny(x, "eE"):
+			return strings.TrimSpace(x), nil
 		}
 		return normalizeNumber(strings.TrimSpace(x)), nil
 	case json.Number:

@@ -3,6 +3,7 @@ package favatest
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,11 +22,12 @@ func TestRoutes(t *testing.T) {
 			if got, want := e.slug, "test-ledger"; got != want {
 				t.Fatalf("slug=%q, want %q", got, want)
 			}
-			cases := []struct {
+			type route struct {
 				method, path string
 				status       int
 				ctype        string
-			}{
+			}
+			cases := []route{
 				{"GET", prefix + "/", 302, ""},
 				{"GET", prefix + "/test-ledger/", 302, ""},
 				{"GET", prefix + "/test-ledger/income_statement/", 200, "text/html"},
@@ -41,11 +43,7 @@ func TestRoutes(t *testing.T) {
 				{"GET", prefix + "/static/nope.js", 404, "text/html"},
 			}
 			if prefix != "" {
-				cases = append(cases, struct {
-					method, path string
-					status       int
-					ctype        string
-				}{"GET", "/test-ledger/income_statement/", 404, "text/html"})
+				cases = append(cases, route{"GET", "/test-ledger/income_statement/", 404, "text/html"})
 			}
 			for _, c := range cases {
 				r := e.do(c.method, c.path, nil)
@@ -132,7 +130,7 @@ func TestChecksumVectors(t *testing.T) {
 					t.Fatalf("file sha256sum=%v, want %s", got, v.FileSHA256Sum)
 				}
 				for _, sl := range v.Slices {
-					h := e.hashAt(st, e.main, sl.Lineno)
+					h := e.hashAt(e.main, sl.Lineno)
 					name := "context"
 					if st == Style13010 {
 						name = "source_slice"
@@ -176,7 +174,7 @@ include "sub/*.beancount"
 	if got, want := src["file_path"], sub; got != want {
 		t.Fatalf("file_path=%v, want %s", got, want)
 	}
-	h := e.hashAt(Style130, sub, 3)
+	h := e.hashAt(sub, 3)
 	data := checkOK(t, Style130, e.api(http.MethodGet, "context", url.Values{"entry_hash": {h}}, nil)).(map[string]any)
 	if got, want := data["entry"].(map[string]any)["narration"], "in sub"; got != want {
 		t.Fatalf("narration=%v, want %q", got, want)
@@ -280,8 +278,8 @@ func TestTwoServersOneFileLoseWrites(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			body := `{"entries":[{"t":"Note","date":"2024-03-01","account":"Assets:Bank","meta":{},"comment":"n` + string(rune('a'+i)) + `"}]}`
-			req := httptestRequest(http.MethodPut, "/test-ledger/api/add_entries", body)
-			rec := newRecorder()
+			req := httptest.NewRequest(http.MethodPut, "/test-ledger/api/add_entries", strings.NewReader(body))
+			rec := httptest.NewRecorder()
 			servers[i%2].ServeHTTP(rec, req)
 			mu.Lock()
 			statuses = append(statuses, rec.Code)

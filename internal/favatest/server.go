@@ -233,17 +233,6 @@ func (s *Server) readSource(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// favaNewline is the newline Fava writes a file back with: that of its
-// first line, "\r\n" or "\n", and "\n" (os.linesep here) when the first line
-// has none.
-func favaNewline(raw []byte) string {
-	i := bytes.IndexByte(raw, '\n')
-	if i > 0 && raw[i-1] == '\r' {
-		return "\r\n"
-	}
-	return "\n"
-}
-
 // rewrite is how Fava writes: read the whole file, change its lines, then
 // open it with truncation and write everything back, without a temp file,
 // fsync or file lock. With Options.WriteChunk the writing is slow and a
@@ -262,7 +251,7 @@ func (s *Server) rewrite(path string, edit func(lines []string) ([]string, error
 	if err != nil {
 		return err
 	}
-	out := []byte(checksum.Denormalize(strings.Join(lines, ""), favaNewline(raw)))
+	out := []byte(checksum.Denormalize(strings.Join(lines, ""), checksum.Newline(raw)))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return plainError(err.Error())

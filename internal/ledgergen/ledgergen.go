@@ -91,7 +91,7 @@ func Write(w io.Writer, o Options) error {
 		}
 		fmt.Fprintf(bw, "  %-50s %9d.%02d USD\n", expense, cents/100, cents%100)
 		fmt.Fprintf(bw, "  %s\n\n", source)
-		if i == o.Transactions/2+10 || (i == o.Transactions-1 && o.Transactions <= o.Transactions/2+10) {
+		if i == min(o.Transactions/2+10, o.Transactions-1) {
 			fmt.Fprintf(bw, "poptag #generated\n\n")
 		}
 		switch {

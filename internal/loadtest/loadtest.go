@@ -11,7 +11,8 @@
 //     acknowledged link is then looked for in the file: lost and duplicated
 //     entries are counted.
 //   - reads: a ledger page (income_statement) and an API GET (changed) on a
-//     small ledger, straight, through favaproxy and through nginx configured
+//     small ledger, straight, through favaproxy, through a bare Go
+//     httputil.ReverseProxy (full runs only) and through nginx configured
 //     as a plain reverse proxy with a keepalive upstream. The emulator's
 //     reload cost is zero and nothing writes, so the upstream is cheap and
 //     the differences are the proxies' own cost. wrk drives the load when it
@@ -55,6 +56,9 @@ const (
 	PhaseHostile = "hostile"
 	PhaseMemory  = "memory" // derived from the others, never run alone
 )
+
+// phases are the phases Run can run, in order.
+var phases = []string{PhaseWrites, PhaseReads, PhaseHostile}
 
 // ledgerTitle gives every generated ledger the same, known slug.
 const ledgerTitle = "Bench Ledger"
@@ -139,7 +143,7 @@ func (o Options) withDefaults() Options {
 		o.BigBody = 100 << 20
 	}
 	if len(o.Phases) == 0 {
-		o.Phases = []string{PhaseWrites, PhaseReads, PhaseHostile}
+		o.Phases = slices.Clone(phases)
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
@@ -158,13 +162,12 @@ func (o Options) readRounds() int {
 
 // Report is the outcome of a run.
 type Report struct {
-	Date    time.Time `json:"date"`
-	Cores   int       `json:"cores"`
-	GOOS    string    `json:"goos"`
-	GOARCH  string    `json:"goarch"`
-	Quick   bool      `json:"quick"`
-	Phases  []Phase   `json:"phases"`
-	Command string    `json:"-"`
+	Date   time.Time `json:"date"`
+	Cores  int       `json:"cores"`
+	GOOS   string    `json:"goos"`
+	GOARCH string    `json:"goarch"`
+	Quick  bool      `json:"quick"`
+	Phases []Phase   `json:"phases"`
 }
 
 // Phase holds one phase's measurements and the ratios derived from them.
@@ -182,7 +185,8 @@ type Phase struct {
 
 // Result is one setup's figures in one phase.
 type Result struct {
-	// Setup is "direct", "favaproxy", "favaproxy-no-batch" or "nginx".
+	// Setup is "direct", "favaproxy", "favaproxy-no-batch",
+	// "go-reverseproxy" or "nginx".
 	Setup string `json:"setup"`
 	// Route is the path requested, for reads.
 	Route string `json:"route,omitempty"`
@@ -258,7 +262,7 @@ type bench struct {
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o = o.withDefaults()
 	for _, p := range o.Phases {
-		if !slices.Contains([]string{PhaseWrites, PhaseReads, PhaseHostile}, p) {
+		if !slices.Contains(phases, p) {
 			return nil, fmt.Errorf("unknown phase %q", p)
 		}
 	}
@@ -282,7 +286,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		PhaseReads:   b.reads,
 		PhaseHostile: b.hostile,
 	}
-	for _, name := range []string{PhaseWrites, PhaseReads, PhaseHostile} {
+	for _, name := range phases {
 		if !slices.Contains(o.Phases, name) {
 			continue
 		}

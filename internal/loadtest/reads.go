@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -291,7 +292,7 @@ func runGoClient(ctx context.Context, url string, conns int, d time.Duration) (R
 					bad++
 					if err != nil {
 						mu.Lock()
-						firstErr = cmpOr(firstErr, err)
+						firstErr = cmp.Or(firstErr, err)
 						mu.Unlock()
 					}
 					continue
@@ -313,13 +314,6 @@ func runGoClient(ctx context.Context, url string, conns int, d time.Duration) (R
 		return res, firstErr
 	}
 	return res, nil
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 func probeWith(ctx context.Context, c *http.Client, url string) (int, error) {

@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/favaproxy/favaproxy/internal/proctest"
+	"github.com/favaproxy/favaproxy/internal/setcheck"
 )
 
 // writes runs the write phase: the same concurrent add_entries load straight
@@ -305,20 +304,12 @@ func (w *writeLoad) firstErr() string {
 	return "first failure: " + w.errs[0]
 }
 
-var linkRe = regexp.MustCompile(`\^([A-Za-z0-9_/.-]+)`)
-
 // count reads the ledger and sets res.Lost (acknowledged links not in the
 // file) and res.Duplicated (links of this load found more than once).
 func (w *writeLoad) count(ledger string, res *Result) error {
-	text, err := os.ReadFile(ledger)
+	seen, err := setcheck.CountLinks(ledger, w.prefix+"-")
 	if err != nil {
 		return err
-	}
-	seen := map[string]int{}
-	for _, m := range linkRe.FindAllSubmatch(text, -1) {
-		if l := string(m[1]); strings.HasPrefix(l, w.prefix+"-") {
-			seen[l]++
-		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -1,19 +1,9 @@
 package proctest
 
-import (
-	"os"
-	"path/filepath"
-	"testing"
-)
+import "testing"
 
 func TestStartProcessFindsListeningAddr(t *testing.T) {
-	dir := t.TempDir()
-	script := filepath.Join(dir, "fake.sh")
-	body := "#!/bin/sh\necho 'msg=listening addr=127.0.0.1:4243'\nexec sleep 30\n"
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	p, err := StartProcess(script)
+	p, err := StartProcess(listeningScript(t, "msg=listening addr=127.0.0.1:4243"))
 	if err != nil {
 		t.Fatal(err)
 	}

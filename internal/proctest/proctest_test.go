@@ -7,14 +7,20 @@ import (
 	"testing"
 )
 
-func TestStartFindsListeningAddr(t *testing.T) {
-	dir := t.TempDir()
-	script := filepath.Join(dir, "fake.sh")
-	body := "#!/bin/sh\necho 'time=x level=INFO msg=listening addr=127.0.0.1:4242'\nexec sleep 30\n"
+// listeningScript writes a shell script that prints line, as a server logs
+// its address, and then sleeps.
+func listeningScript(tb testing.TB, line string) string {
+	tb.Helper()
+	script := filepath.Join(tb.TempDir(), "fake.sh")
+	body := "#!/bin/sh\necho '" + line + "'\nexec sleep 30\n"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	p := Start(t, script)
+	return script
+}
+
+func TestStartFindsListeningAddr(t *testing.T) {
+	p := Start(t, listeningScript(t, "time=x level=INFO msg=listening addr=127.0.0.1:4242"))
 	if got, want := p.Addr, "127.0.0.1:4242"; got != want {
 		t.Fatalf("Addr=%q, want %q", got, want)
 	}

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/favaproxy/favaproxy/checksum"
 )
 
 // DefaultPrefix is the prefix of the ids a Checker owns when Prefix is empty.
@@ -326,8 +328,7 @@ func CountLinks(ledgerMain, prefix string) (map[string]int, error) {
 		if err != nil {
 			return fmt.Errorf("setcheck: read ledger: %w", err)
 		}
-		text := strings.ReplaceAll(strings.ReplaceAll(string(raw), "\r\n", "\n"), "\r", "\n")
-		for _, line := range strings.Split(text, "\n") {
+		for _, line := range strings.Split(string(checksum.Normalize(raw)), "\n") {
 			if m := includeRe.FindStringSubmatch(line); m != nil {
 				pat := m[1]
 				if !filepath.IsAbs(pat) {

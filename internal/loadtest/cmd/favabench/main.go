@@ -1,8 +1,9 @@
 // Command favabench measures favaproxy against the Fava emulator in one run:
 // concurrent writes straight, through favaproxy with and without group
-// commit; reads straight, through favaproxy and through nginx; favaproxy's
-// peak memory; and a normal write among hostile clients. It prints a table
-// with the ratios and their targets, then one JSON line per phase.
+// commit; reads straight, through favaproxy, through a bare Go reverse proxy
+// and through nginx; favaproxy's peak memory; and a normal write among
+// hostile clients. It prints a table with the ratios and their targets, then
+// one JSON line per phase.
 //
 //	go run ./internal/loadtest/cmd/favabench [-quick]
 package main
