@@ -12,11 +12,13 @@ const (
 	// with {"success": false, "error": …}, success carries "success": true,
 	// documents move with GET.
 	Style127 = "1.27"
-	// Style130 answers like Fava 1.30 to 1.30.5: API errors carry HTTP
+	// Style130 answers like Fava 1.30.0 to 1.30.7: API errors carry HTTP
 	// statuses (500 for plain Fava errors, including an unknown entry hash),
 	// documents still move with GET, context still returns the slice.
 	Style130 = "1.30"
-	// Style13010 answers like the newest Fava 1.30.x: an unknown entry hash
+	// Style13010 answers like Fava from 1.30.8 (FAVA-API.md names 1.30.10,
+	// where the change was observed; Fava's source has it from tag
+	// v1.30.8, as fava.Style13010 notes): an unknown entry hash
 	// is 404, documents move with PUT, a body that is not JSON is 400,
 	// context no longer returns the slice (GET source_slice does).
 	Style13010 = "1.30.10"
