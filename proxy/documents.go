@@ -57,7 +57,7 @@ func (s *Server) checkRead(r *http.Request, info *reqInfo, l *ledger) error {
 }
 
 // checkWrite checks the paths a write names, with its body already read.
-func (s *Server) checkWrite(r *http.Request, l *ledger, kind favaproxy.Kind, body []byte) error {
+func (s *Server) checkWrite(r *http.Request, info *reqInfo, l *ledger, kind favaproxy.Kind, body []byte) error {
 	if kind != favaproxy.KindDocument {
 		return nil
 	}
@@ -67,7 +67,7 @@ func (s *Server) checkWrite(r *http.Request, l *ledger, kind favaproxy.Kind, bod
 	}
 	folders := documentFolders(lg)
 	q := r.URL.Query()
-	switch apiName(s.cls.strip(cleanPath(r.URL.Path)), l.slug) {
+	switch apiName(info.cleanPath, l.slug) {
 	case "attach_document":
 		var req struct {
 			Filename *string `json:"filename"`

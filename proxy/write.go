@@ -150,7 +150,7 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, info *reqInf
 		s.fail(w, r, info, kind, err)
 		return
 	}
-	if err := s.checkWrite(r, l, kind, body); err != nil {
+	if err := s.checkWrite(r, info, l, kind, body); err != nil {
 		s.logRefused(r, info, slug, kind, err)
 		s.fail(w, r, info, kind, err)
 		return
