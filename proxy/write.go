@@ -195,9 +195,8 @@ func (s *Server) newWriteRequest(r *http.Request, info *reqInfo, l *ledger, kind
 	for _, name := range []string{s.cfg.Idempotency.Header, "Idempotency-Key", "X-Idempotency-Key"} {
 		h.Del(name)
 	}
-	for _, name := range []string{"Content-Length", "Expect", "Forwarded"} {
-		h.Del(name)
-	}
+	h.Del("Content-Length")
+	h.Del("Expect")
 	setForwarded(h, r, info.trusted)
 	s.id.setIdentity(h, info.user)
 	h.Set("X-Request-ID", info.requestID)
