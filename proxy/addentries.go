@@ -206,10 +206,7 @@ func (s *Server) commitAdds(ctx context.Context, l *ledger, st *addState, batch 
 
 	var reply fava.Reply
 	if ferr == nil {
-		reply = fava.Classify(resp.status, resp.header, resp.body)
-		if reply.Style != fava.StyleUnknown {
-			l.style.Store(int32(reply.Style))
-		}
+		reply = s.classify(l, resp)
 	}
 	switch {
 	case ferr == nil && reply.Outcome == fava.Success:

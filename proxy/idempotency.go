@@ -267,9 +267,7 @@ func (s *Server) replyStyle(ctx context.Context, l *ledger, st *addState) fava.S
 		return fava.StyleUnknown
 	}
 	v := fava.DetectStyle(resp.StatusCode, body)
-	if v != fava.StyleUnknown {
-		l.style.Store(int32(v))
-	}
+	l.noteStyle(v)
 	return v
 }
 

@@ -192,9 +192,7 @@ func apiURL(u *url.URL, name string, q url.Values) *url.URL {
 // favaproxy writes itself.
 func (s *Server) classify(l *ledger, resp *writeResponse) fava.Reply {
 	rep := fava.Classify(resp.status, resp.header, resp.body)
-	if rep.Style != fava.StyleUnknown {
-		l.style.Store(int32(rep.Style))
-	}
+	l.noteStyle(rep.Style)
 	return rep
 }
 
@@ -206,6 +204,14 @@ func (s *Server) outcome(resp *writeResponse) fava.Outcome {
 // styleOf returns the last wire style seen from l's Fava (StyleUnknown,
 // encoded as the newest style, before any).
 func styleOf(l *ledger) fava.Style { return fava.Style(l.style.Load()) }
+
+// noteStyle remembers st as the wire style of l's Fava, unless it is
+// StyleUnknown.
+func (l *ledger) noteStyle(st fava.Style) {
+	if st != fava.StyleUnknown {
+		l.style.Store(int32(st))
+	}
+}
 
 // success returns a success answer in l's style with data, plus each of
 // flags (header names) set to "true".
@@ -323,9 +329,7 @@ func (s *Server) rememberSource(l *ledger, resp *http.Response) error {
 	orig.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(b))
 	rep := fava.Classify(resp.StatusCode, resp.Header, b)
-	if rep.Style != fava.StyleUnknown {
-		l.style.Store(int32(rep.Style))
-	}
+	l.noteStyle(rep.Style)
 	if rep.Outcome != fava.Success {
 		return nil
 	}
