@@ -82,10 +82,10 @@ type writeResponse struct {
 // done under the ledger lock must not depend on it.
 type writeHandler func(ctx context.Context, wr *writeRequest) (*writeResponse, error)
 
-// writeHandlers returns the handler of each kind of write. Every kind is
-// forwarded as it is for now; add_entries (group commit, idempotency),
-// source and source_slice (conflict resolution) and add_account get their
-// own handlers in their own files, registered here.
+// writeHandlers returns the handler of each kind of write. add_entries
+// (group commit, idempotency), source and source_slice (conflict
+// resolution) and add_account have handlers of their own, in their own
+// files; documents, imports and any other write are forwarded as they are.
 func (s *Server) writeHandlers() map[favaproxy.Kind]writeHandler {
 	fwd := s.underLedgerLock(s.forward)
 	return map[favaproxy.Kind]writeHandler{
