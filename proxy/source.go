@@ -223,6 +223,23 @@ func (s *Server) success(l *ledger, data any, mtime string, flags ...string) *wr
 	return &writeResponse{status: http.StatusOK, header: h, body: fava.SuccessBody(styleOf(l), data, mtime)}
 }
 
+// answerWith replaces the answer of res, when it is Fava's final success
+// to a PUT source favaproxy made on the client's behalf, with a success in
+// l's style carrying data (what the client's own request is answered with)
+// and Fava's mtime, plus each of flags set to "true". Any other res is
+// returned as it is.
+func (s *Server) answerWith(l *ledger, res attemptResult, data any, flags ...string) attemptResult {
+	if res.resp == nil || res.retry {
+		return res
+	}
+	rep := fava.Classify(res.resp.status, res.resp.header, res.resp.body)
+	if rep.Outcome != fava.Success {
+		return res
+	}
+	res.resp = s.success(l, data, rep.Mtime, flags...)
+	return res
+}
+
 // conflict answers a conflict favaproxy could not resolve: 409, Fava's
 // message (for filePath when msg is empty) and keys in l's style, and what
 // the client needs to reload.
