@@ -1,11 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -110,42 +108,6 @@ func startEmu(tb testing.TB, style string, o emuOpts) *emuEnv {
 	}
 	env.p = startServer(tb, cfg, o.options, o.server)
 	return env
-}
-
-// startServer is startProxy with a hook that adjusts the server before it
-// serves.
-func startServer(tb testing.TB, cfg config.Config, o Options, adjust func(*Server)) *testProxy {
-	tb.Helper()
-	logBuf := &syncBuffer{}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	s, err := New(cfg, o)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if adjust != nil {
-		adjust(s)
-	}
-	if err := s.Listen(); err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	tb.Cleanup(func() {
-		// As startProxy: spare client connections would hold Shutdown.
-		noRedirect.CloseIdleConnections()
-		http.DefaultClient.CloseIdleConnections()
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("Serve: %v", err)
-		}
-		if tb.Failed() {
-			tb.Logf("proxy log:\n%s", logBuf.String())
-		}
-	})
-	return &testProxy{Server: s, URL: "http://" + s.Addr(), Log: logBuf}
 }
 
 // api returns the URL of API endpoint name of the test ledger at the proxy.
