@@ -122,6 +122,13 @@ func (e *emuEnv) api(name string, q url.Values) string {
 // call sends a JSON request through the proxy and decodes the answer.
 func (e *emuEnv) call(method, name string, q url.Values, body any) (*http.Response, map[string]any) {
 	e.tb.Helper()
+	return e.callWith(method, name, q, body, nil)
+}
+
+// callWith is call with the headers of extra added (replacing any of the
+// same name).
+func (e *emuEnv) callWith(method, name string, q url.Values, body any, extra http.Header) (*http.Response, map[string]any) {
+	e.tb.Helper()
 	s := ""
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -130,7 +137,11 @@ func (e *emuEnv) call(method, name string, q url.Values, body any) (*http.Respon
 		}
 		s = string(b)
 	}
-	resp, text := do(e.tb, method, e.api(name, q), s, http.Header{"Content-Type": {"application/json"}})
+	h := http.Header{"Content-Type": {"application/json"}}
+	for k, v := range extra {
+		h[k] = v
+	}
+	resp, text := do(e.tb, method, e.api(name, q), s, h)
 	return resp, jsonBody(e.tb, resp, text)
 }
 
