@@ -263,6 +263,23 @@ func (o *outsideWriter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	o.next.ServeHTTP(w, r)
 }
 
+// startOutside is startEmu in style behind an outsideWriter that changes
+// the ledger before the first times PUT source requests, with every backoff
+// wait recorded instead of slept; cfg, when not nil, adjusts the
+// configuration.
+func startOutside(tb testing.TB, style string, times int, cfg func(*config.Config)) (*emuEnv, *outsideWriter, *fakeSleeps) {
+	tb.Helper()
+	var ow *outsideWriter
+	sleeps := &fakeSleeps{}
+	e := startEmu(tb, style, emuOpts{
+		upstream: func(h http.Handler) http.Handler { ow = &outsideWriter{next: h, times: times}; return ow },
+		server:   sleeps.install,
+		cfg:      cfg,
+	})
+	ow.file = e.main
+	return e, ow, sleeps
+}
+
 // sourcePuts returns how many PUT source requests reached the upstream.
 func (o *outsideWriter) sourcePuts() int {
 	o.mu.Lock()
