@@ -25,8 +25,7 @@ func (s *Server) serveRead(w http.ResponseWriter, r *http.Request, info *reqInfo
 		release, err := l.rlock(r.Context(), s.cfg.LockTimeout)
 		s.metrics.observeLockWait(l.slug, metricModeShared, time.Since(t0))
 		if err != nil {
-			s.logRefused(r, info, l.slug, favaproxy.KindRead, err)
-			s.fail(w, r, info, favaproxy.KindRead, err)
+			s.refuse(w, r, info, l.slug, favaproxy.KindRead, err)
 			return
 		}
 		release = s.timeHold(l.slug, metricModeShared, release)
