@@ -55,7 +55,7 @@ func (s *Server) addAccount(ctx context.Context, wr *writeRequest) (*writeRespon
 	}
 	wr.touches(target)
 	today := time.Now().Format(time.DateOnly)
-	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest, n int) attemptResult {
+	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest) attemptResult {
 		if _, err := s.ledgerFiles(l, true); err != nil {
 			return attemptResult{err: err}
 		}

@@ -45,7 +45,7 @@ func (s *Server) editSlice(ctx context.Context, wr *writeRequest) (*writeRespons
 	}
 	l := wr.ledger
 	relocate, favaMsg, favaPath, kind := false, "", "", ""
-	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest, n int) attemptResult {
+	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest) attemptResult {
 		if !relocate {
 			var applied func() (*writeResponse, bool)
 			if !ed.remove {

@@ -57,7 +57,7 @@ func (s *Server) putSource(ctx context.Context, wr *writeRequest) (*writeRespons
 	clientText := string(checksum.Normalize([]byte(req.Source)))
 	l := wr.ledger
 	wr.touches(file)
-	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest, n int) attemptResult {
+	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest) attemptResult {
 		cur, err := s.readText(l, file)
 		if err != nil {
 			// favaproxy cannot read the file itself: Fava decides.
