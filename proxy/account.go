@@ -55,7 +55,7 @@ func (s *Server) addAccount(ctx context.Context, wr *writeRequest) (*writeRespon
 	}
 	wr.touches(target)
 	today := time.Now().Format(time.DateOnly)
-	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest, n int) attemptResult {
+	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest) attemptResult {
 		if _, err := s.ledgerFiles(l, true); err != nil {
 			return attemptResult{err: err}
 		}
@@ -75,16 +75,8 @@ func (s *Server) addAccount(ctx context.Context, wr *writeRequest) (*writeRespon
 			out = beancount.AppendBlock(text, block)
 		}
 		res := s.putSourceText(ctx, wr, target, out, checksum.String(text))
-		if res.resp == nil || res.retry {
-			return res
-		}
-		rep := fava.Classify(res.resp.status, res.resp.header, res.resp.body)
-		if rep.Outcome != fava.Success {
-			return res
-		}
-		res.resp = s.success(l, accountData{Account: a.Account, FilePath: target,
-			Message: "Opened " + a.Account + ".", SHA256: checksum.String(out)}, rep.Mtime)
-		return res
+		return s.answerWith(l, res, accountData{Account: a.Account, FilePath: target,
+			Message: "Opened " + a.Account + ".", SHA256: checksum.String(out)})
 	})
 }
 

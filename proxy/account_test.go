@@ -138,13 +138,7 @@ func TestAddAccountInvalid(t *testing.T) {
 func TestAddAccountOutsideWriter(t *testing.T) {
 	for _, style := range emuStyles {
 		t.Run(style, func(t *testing.T) {
-			var ow *outsideWriter
-			var sleeps fakeSleeps
-			e := startEmu(t, style, emuOpts{
-				upstream: func(h http.Handler) http.Handler { ow = &outsideWriter{next: h, times: 1}; return ow },
-				server:   sleeps.install,
-			})
-			ow.file = e.main
+			e, ow, sleeps := startOutside(t, style, 1, nil)
 			resp, m := e.call(http.MethodPut, "add_account", nil, map[string]any{"account": "Assets:Cash"})
 			e.wantSuccess("add_account", resp, m)
 			file := e.read()

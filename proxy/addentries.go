@@ -206,10 +206,7 @@ func (s *Server) commitAdds(ctx context.Context, l *ledger, st *addState, batch 
 
 	var reply fava.Reply
 	if ferr == nil {
-		reply = fava.Classify(resp.status, resp.header, resp.body)
-		if reply.Style != fava.StyleUnknown {
-			l.style.Store(int32(reply.Style))
-		}
+		reply = s.classify(l, resp)
 	}
 	switch {
 	case ferr == nil && reply.Outcome == fava.Success:
@@ -256,7 +253,7 @@ func (s *Server) commitAdds(ctx context.Context, l *ledger, st *addState, batch 
 			found := l.keyCount(ar.key)
 			switch {
 			case found >= len(ar.entries):
-				body := fava.SuccessBody(s.replyStyle(ctx, l, st), fava.StoredMessage(found), l.mtime())
+				body := fava.SuccessBody(s.replyStyle(ctx, l), fava.StoredMessage(found), l.mtime())
 				res[i] = &writeResponse{status: http.StatusOK, header: jsonHeader(), body: body}
 				record(ar, journal.Record{Outcome: journal.OutcomeOK, Status: http.StatusOK,
 					Reply: body, Files: files, Batch: len(batch), Note: "found in the ledger after: " + ferr.Error()})

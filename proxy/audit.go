@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/favaproxy/favaproxy"
@@ -148,15 +149,7 @@ func (a *auditState) changes() []journal.FileChange {
 		}
 	}
 	if len(out) > 0 {
-		slices.SortFunc(out, func(x, y journal.FileChange) int {
-			switch {
-			case x.Path < y.Path:
-				return -1
-			case x.Path > y.Path:
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(out, func(x, y journal.FileChange) int { return strings.Compare(x.Path, y.Path) })
 		return out
 	}
 	p := a.file

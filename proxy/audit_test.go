@@ -34,20 +34,11 @@ func fileSum(tb testing.TB, path string) string {
 // callAs is e.call as user (HTTP Basic user name), with header extra.
 func (e *emuEnv) callAs(user, method, name string, q url.Values, body any, extra http.Header) (*http.Response, map[string]any) {
 	e.tb.Helper()
-	s := ""
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			e.tb.Fatal(err)
-		}
-		s = string(b)
-	}
-	h := http.Header{"Content-Type": {"application/json"}, "Authorization": {basicAuth(user)}}
+	h := http.Header{"Authorization": {basicAuth(user)}}
 	for k, v := range extra {
 		h[k] = v
 	}
-	resp, text := do(e.tb, method, e.api(name, q), s, h)
-	return resp, jsonBody(e.tb, resp, text)
+	return e.callWith(method, name, q, body, h)
 }
 
 // writeMix runs a scripted mix of writes of every kind through e's proxy,

@@ -1,11 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -112,42 +110,6 @@ func startEmu(tb testing.TB, style string, o emuOpts) *emuEnv {
 	return env
 }
 
-// startServer is startProxy with a hook that adjusts the server before it
-// serves.
-func startServer(tb testing.TB, cfg config.Config, o Options, adjust func(*Server)) *testProxy {
-	tb.Helper()
-	logBuf := &syncBuffer{}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	s, err := New(cfg, o)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if adjust != nil {
-		adjust(s)
-	}
-	if err := s.Listen(); err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	tb.Cleanup(func() {
-		// As startProxy: spare client connections would hold Shutdown.
-		noRedirect.CloseIdleConnections()
-		http.DefaultClient.CloseIdleConnections()
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("Serve: %v", err)
-		}
-		if tb.Failed() {
-			tb.Logf("proxy log:\n%s", logBuf.String())
-		}
-	})
-	return &testProxy{Server: s, URL: "http://" + s.Addr(), Log: logBuf}
-}
-
 // api returns the URL of API endpoint name of the test ledger at the proxy.
 func (e *emuEnv) api(name string, q url.Values) string {
 	u := e.p.URL + "/" + testSlug + "/api/" + name
@@ -160,6 +122,13 @@ func (e *emuEnv) api(name string, q url.Values) string {
 // call sends a JSON request through the proxy and decodes the answer.
 func (e *emuEnv) call(method, name string, q url.Values, body any) (*http.Response, map[string]any) {
 	e.tb.Helper()
+	return e.callWith(method, name, q, body, nil)
+}
+
+// callWith is call with the headers of extra added (replacing any of the
+// same name).
+func (e *emuEnv) callWith(method, name string, q url.Values, body any, extra http.Header) (*http.Response, map[string]any) {
+	e.tb.Helper()
 	s := ""
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -168,7 +137,11 @@ func (e *emuEnv) call(method, name string, q url.Values, body any) (*http.Respon
 		}
 		s = string(b)
 	}
-	resp, text := do(e.tb, method, e.api(name, q), s, http.Header{"Content-Type": {"application/json"}})
+	h := http.Header{"Content-Type": {"application/json"}}
+	for k, v := range extra {
+		h[k] = v
+	}
+	resp, text := do(e.tb, method, e.api(name, q), s, h)
 	return resp, jsonBody(e.tb, resp, text)
 }
 
@@ -288,6 +261,23 @@ func (o *outsideWriter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	o.next.ServeHTTP(w, r)
+}
+
+// startOutside is startEmu in style behind an outsideWriter that changes
+// the ledger before the first times PUT source requests, with every backoff
+// wait recorded instead of slept; cfg, when not nil, adjusts the
+// configuration.
+func startOutside(tb testing.TB, style string, times int, cfg func(*config.Config)) (*emuEnv, *outsideWriter, *fakeSleeps) {
+	tb.Helper()
+	var ow *outsideWriter
+	sleeps := &fakeSleeps{}
+	e := startEmu(tb, style, emuOpts{
+		upstream: func(h http.Handler) http.Handler { ow = &outsideWriter{next: h, times: times}; return ow },
+		server:   sleeps.install,
+		cfg:      cfg,
+	})
+	ow.file = e.main
+	return e, ow, sleeps
 }
 
 // sourcePuts returns how many PUT source requests reached the upstream.

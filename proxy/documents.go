@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"mime"
@@ -31,8 +32,9 @@ import (
 //     accept from its import-dirs, or from document directives pointing
 //     elsewhere, are refused.
 //
-// The ledger's files are listed from the main file at each check (include
-// resolution as Beancount does it), so includes added while favaproxy runs
+// The ledger's files are listed afresh at each check: the ledger's index is
+// refreshed, which re-runs include discovery as Beancount does it and reads
+// again only the files that changed, so includes added while favaproxy runs
 // count at once.
 
 // checkRead checks the paths a read names: the filename of GET source.
@@ -44,9 +46,9 @@ func (s *Server) checkRead(r *http.Request, info *reqInfo, l *ledger) error {
 	if err != nil || name == "" {
 		return err
 	}
-	lg, err := beancount.Load(l.cfg.File)
+	lg, err := currentLedger(l)
 	if err != nil {
-		return favaproxy.Errorf(favaproxy.EInternal, "cannot read the ledger")
+		return err
 	}
 	if !isLedgerFile(name, lg.Files) {
 		return favaproxy.FieldErrorf("filename", "not one of the ledger's files")
@@ -55,17 +57,17 @@ func (s *Server) checkRead(r *http.Request, info *reqInfo, l *ledger) error {
 }
 
 // checkWrite checks the paths a write names, with its body already read.
-func (s *Server) checkWrite(r *http.Request, l *ledger, kind favaproxy.Kind, body []byte) error {
+func (s *Server) checkWrite(r *http.Request, info *reqInfo, l *ledger, kind favaproxy.Kind, body []byte) error {
 	if kind != favaproxy.KindDocument {
 		return nil
 	}
-	lg, err := beancount.Load(l.cfg.File)
+	lg, err := currentLedger(l)
 	if err != nil {
-		return favaproxy.Errorf(favaproxy.EInternal, "cannot read the ledger")
+		return err
 	}
 	folders := documentFolders(lg)
 	q := r.URL.Query()
-	switch apiName(s.cls.strip(cleanPath(r.URL.Path)), l.slug) {
+	switch apiName(info.cleanPath, l.slug) {
 	case "attach_document":
 		var req struct {
 			Filename *string `json:"filename"`
@@ -124,6 +126,15 @@ func (s *Server) checkWrite(r *http.Request, l *ledger, kind favaproxy.Kind, bod
 		return favaproxy.FieldErrorf("folder", "not one of the ledger's documents folders")
 	}
 	return nil
+}
+
+// currentLedger refreshes l's index and returns the ledger's files and
+// options as they are on disk now.
+func currentLedger(l *ledger) (*beancount.Ledger, error) {
+	if err := l.index.Refresh(); err != nil {
+		return nil, fmt.Errorf("read ledger: %w: %w", favaproxy.Errorf(favaproxy.EInternal, "cannot read the ledger"), err)
+	}
+	return l.index.Ledger(), nil
 }
 
 // apiName returns NAME of a cleaned path /<slug>/api/NAME, or "".

@@ -75,13 +75,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
 	}
-	b = append(b, '\n')
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", fmt.Sprint(len(b)))
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	writeBody(w, status, "application/json", append(b, '\n'))
 }
 
 // writeHTMLError answers err as a short HTML page, for browsers.
@@ -91,8 +85,14 @@ func writeHTMLError(w http.ResponseWriter, err error) {
 	title := fmt.Sprintf("%d %s", status, http.StatusText(status))
 	b := fmt.Appendf(nil, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title></head>"+
 		"<body><h1>%s</h1><p>favaproxy: %s</p></body></html>\n", title, title, msg)
+	writeBody(w, status, "text/html; charset=utf-8", b)
+}
+
+// writeBody answers b, of contentType, with status; favaproxy's own answers
+// are never cached.
+func writeBody(w http.ResponseWriter, status int, contentType string, b []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Type", contentType)
 	h.Set("Content-Length", fmt.Sprint(len(b)))
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

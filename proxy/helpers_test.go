@@ -76,6 +76,13 @@ func testConfig(tb testing.TB, upstream string) config.Config {
 // at the end of the test, failing the test if Serve fails.
 func startProxy(tb testing.TB, cfg config.Config, o Options) *testProxy {
 	tb.Helper()
+	return startServer(tb, cfg, o, nil)
+}
+
+// startServer is startProxy with a hook that adjusts the server before it
+// serves; adjust may be nil.
+func startServer(tb testing.TB, cfg config.Config, o Options, adjust func(*Server)) *testProxy {
+	tb.Helper()
 	logBuf := &syncBuffer{}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -83,6 +90,9 @@ func startProxy(tb testing.TB, cfg config.Config, o Options) *testProxy {
 	s, err := New(cfg, o)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	if adjust != nil {
+		adjust(s)
 	}
 	if err := s.Listen(); err != nil {
 		tb.Fatal(err)

@@ -233,7 +233,7 @@ func (s *Server) checkKey(ctx context.Context, l *ledger, st *addState, ar *addR
 		// Written by another tool (or the journal was lost): there is no
 		// fingerprint to compare, and no reply to give back but Fava's
 		// usual one for what the ledger holds.
-		body := fava.SuccessBody(s.replyStyle(ctx, l, st), fava.StoredMessage(found), l.mtime())
+		body := fava.SuccessBody(s.replyStyle(ctx, l), fava.StoredMessage(found), l.mtime())
 		resp := replayResponse(http.StatusOK, body)
 		s.metrics.idempotentReplay(l.slug)
 		s.journalAnswer(l, st, ar, journal.OutcomeReplayed, resp.status, resp.body, "found in the ledger, not in the journal")
@@ -246,7 +246,7 @@ func (s *Server) checkKey(ctx context.Context, l *ledger, st *addState, ar *addR
 // the style of Fava's last reply or, before there was one, the style of
 // Fava's answer to GET api/changed (a read every version serves), or
 // StyleUnknown (encoded as 1.30) when that fails.
-func (s *Server) replyStyle(ctx context.Context, l *ledger, st *addState) fava.Style {
+func (s *Server) replyStyle(ctx context.Context, l *ledger) fava.Style {
 	if v := styleOf(l); v != fava.StyleUnknown {
 		return v
 	}
@@ -267,9 +267,7 @@ func (s *Server) replyStyle(ctx context.Context, l *ledger, st *addState) fava.S
 		return fava.StyleUnknown
 	}
 	v := fava.DetectStyle(resp.StatusCode, body)
-	if v != fava.StyleUnknown {
-		l.style.Store(int32(v))
-	}
+	l.noteStyle(v)
 	return v
 }
 

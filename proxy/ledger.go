@@ -21,8 +21,6 @@ const (
 )
 
 // ledger is one ledger Fava serves and the state favaproxy keeps for it.
-// Later features keep theirs here too (the index of idempotency keys, the
-// journal, the add_entries batcher, the file versions for merges).
 type ledger struct {
 	slug string
 	cfg  config.Ledger

@@ -261,14 +261,6 @@ func (m *metrics) observeLockHold(ledger, mode string, d time.Duration) {
 	m.lockHold.WithLabelValues(ledger, metricOneOf(mode, metricModes)).Observe(d.Seconds())
 }
 
-// setQueueDepth sets the number of writes waiting for a ledger's lock.
-func (m *metrics) setQueueDepth(ledger string, n int) {
-	if m == nil {
-		return
-	}
-	m.queueDepth.WithLabelValues(ledger).Set(float64(n))
-}
-
 // addQueueDepth moves the number of writes waiting for a ledger's lock by
 // delta: +1 when a write starts waiting, -1 when it stops.
 func (m *metrics) addQueueDepth(ledger string, delta int) {

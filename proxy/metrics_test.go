@@ -41,7 +41,7 @@ func metricsExercise(tb testing.TB, m *metrics) {
 	m.request(favaproxy.KindAddEntries, 200, 30*time.Millisecond)
 	m.observeLockWait("main", metricModeExclusive, 2*time.Millisecond)
 	m.observeLockHold("main", metricModeExclusive, 20*time.Millisecond)
-	m.setQueueDepth("main", 3)
+	m.addQueueDepth("main", 3)
 	m.conflict("main", metricConflictFile, metricResolutionMerged)
 	m.idempotentReplay("main")
 	m.idempotencyMismatch("main")
@@ -203,7 +203,7 @@ func TestMetricsMethods(t *testing.T) {
 		}
 	})
 	t.Run("QueueDepth", func(t *testing.T) {
-		m.setQueueDepth("main", 4)
+		m.addQueueDepth("main", 4)
 		m.addQueueDepth("main", 1)
 		m.addQueueDepth("main", -2)
 		if got, want := testutil.ToFloat64(m.queueDepth.WithLabelValues("main")), 3.0; got != want {

@@ -25,8 +25,7 @@ func (s *Server) serveRead(w http.ResponseWriter, r *http.Request, info *reqInfo
 		release, err := l.rlock(r.Context(), s.cfg.LockTimeout)
 		s.metrics.observeLockWait(l.slug, metricModeShared, time.Since(t0))
 		if err != nil {
-			s.logRefused(r, info, l.slug, favaproxy.KindRead, err)
-			s.fail(w, r, info, favaproxy.KindRead, err)
+			s.refuse(w, r, info, l.slug, favaproxy.KindRead, err)
 			return
 		}
 		release = s.timeHold(l.slug, metricModeShared, release)
@@ -53,20 +52,19 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 
 // modifyResponse makes a read's shared lock end when Fava's body does.
 func (s *Server) modifyResponse(resp *http.Response) error {
-	info, _ := resp.Request.Context().Value(infoKey{}).(*reqInfo)
-	if info != nil {
-		s.metrics.observeUpstream(info.kind, time.Since(info.upstreamStart))
-	}
 	s.countUpstreamError(nil, resp.StatusCode)
 	// favaproxy's own X-Request-ID is already set on the answer.
 	resp.Header.Del("X-Request-ID")
-	if info != nil && info.release != nil {
+	info, _ := resp.Request.Context().Value(infoKey{}).(*reqInfo)
+	if info == nil {
+		return nil
+	}
+	s.metrics.observeUpstream(info.kind, time.Since(info.upstreamStart))
+	if info.release != nil {
 		resp.Body = &releaseBody{ReadCloser: resp.Body, release: info.release}
 	}
-	if info != nil {
-		if l, ok := s.isSourceRead(resp.Request.Method, info.cleanPath); ok {
-			return s.rememberSource(l, resp)
-		}
+	if l, ok := s.isSourceRead(resp.Request.Method, info.cleanPath); ok {
+		return s.rememberSource(l, resp)
 	}
 	return nil
 }

@@ -79,16 +79,15 @@ type attemptResult struct {
 
 // lockedAttempt is one attempt of a write, run holding the ledger lock with
 // a context that the client leaving does not cancel.
-type lockedAttempt func(ctx context.Context, wr *writeRequest, n int) attemptResult
+type lockedAttempt func(ctx context.Context, wr *writeRequest) attemptResult
 
 // withRetries runs attempt under the ledger lock until it asks for no retry
 // or the request's backoff stops. Between attempts it releases the lock,
 // waits (bounded by ctx, the lock wait's context), re-acquires the lock
-// and runs attempt again, which re-reads and re-checks everything. n is the
-// attempt's number, from 1.
+// and runs attempt again, which re-reads and re-checks everything.
 func (s *Server) withRetries(ctx context.Context, wr *writeRequest, attempt lockedAttempt) (*writeResponse, error) {
 	b := s.retry.newBackOff()
-	for n := 1; ; n++ {
+	for {
 		release, err := s.lockLedger(ctx, wr)
 		if err != nil {
 			return nil, err
@@ -98,7 +97,7 @@ func (s *Server) withRetries(ctx context.Context, wr *writeRequest, attempt lock
 			// Answers favaproxy may write itself must be in Fava's style.
 			s.learnStyle(fctx, wr, wr.ledger.cfg.File)
 		}
-		res := attempt(fctx, wr, n)
+		res := attempt(fctx, wr)
 		cancel()
 		release()
 		if !res.retry {

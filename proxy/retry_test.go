@@ -88,16 +88,9 @@ func (f *fakeSleeps) busy() int {
 // without holding the ledger lock, and then answers a 409 that carries the
 // current checksum.
 func TestRetryBounds(t *testing.T) {
-	var ow *outsideWriter
-	var sleeps fakeSleeps
-	e := startEmu(t, emuStyles[1], emuOpts{
-		upstream: func(h http.Handler) http.Handler { ow = &outsideWriter{next: h, times: 1 << 30}; return ow },
-		server:   sleeps.install,
-		cfg: func(c *config.Config) {
-			c.Retry = config.Retry{MaxAttempts: 4, InitialInterval: 100 * time.Millisecond, MaxElapsed: 10 * time.Second}
-		},
+	e, ow, sleeps := startOutside(t, emuStyles[1], 1<<30, func(c *config.Config) {
+		c.Retry = config.Retry{MaxAttempts: 4, InitialInterval: 100 * time.Millisecond, MaxElapsed: 10 * time.Second}
 	})
-	ow.file = e.main
 	resp, m := e.call(http.MethodPut, "add_account", nil, map[string]any{"account": "Assets:Cash"})
 	e.wantConflict("add_account", resp, m, "file")
 	if got, want := ow.sourcePuts(), 4; got != want {
@@ -126,16 +119,9 @@ func TestRetryBounds(t *testing.T) {
 // TestRetryMaxElapsed: the total of the waits stays within max_elapsed
 // even when attempts are left.
 func TestRetryMaxElapsed(t *testing.T) {
-	var ow *outsideWriter
-	var sleeps fakeSleeps
-	e := startEmu(t, emuStyles[0], emuOpts{
-		upstream: func(h http.Handler) http.Handler { ow = &outsideWriter{next: h, times: 1 << 30}; return ow },
-		server:   sleeps.install,
-		cfg: func(c *config.Config) {
-			c.Retry = config.Retry{MaxAttempts: 50, InitialInterval: 100 * time.Millisecond, MaxElapsed: time.Second}
-		},
+	e, ow, sleeps := startOutside(t, emuStyles[0], 1<<30, func(c *config.Config) {
+		c.Retry = config.Retry{MaxAttempts: 50, InitialInterval: 100 * time.Millisecond, MaxElapsed: time.Second}
 	})
-	ow.file = e.main
 	resp, m := e.call(http.MethodPut, "add_account", nil, map[string]any{"account": "Assets:Cash"})
 	e.wantConflict("add_account", resp, m, "file")
 	var total time.Duration

@@ -73,7 +73,7 @@ func (l *rwLock) Lock(ctx context.Context) (func(), error) {
 	}
 	l.writer = true
 	l.mu.Unlock()
-	return onceFunc(func() {
+	return sync.OnceFunc(func() {
 		l.mu.Lock()
 		l.writer = false
 		l.broadcast()
@@ -95,7 +95,7 @@ func (l *rwLock) RLock(ctx context.Context) (func(), error) {
 	}
 	l.readers++
 	l.mu.Unlock()
-	return onceFunc(func() {
+	return sync.OnceFunc(func() {
 		l.mu.Lock()
 		l.readers--
 		if l.readers == 0 {
@@ -104,6 +104,3 @@ func (l *rwLock) RLock(ctx context.Context) (func(), error) {
 		l.mu.Unlock()
 	}), nil
 }
-
-// onceFunc returns f wrapped so that calls after the first do nothing.
-func onceFunc(f func()) func() { return sync.OnceFunc(f) }

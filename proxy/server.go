@@ -370,8 +370,7 @@ func (s *Server) dispatch(c *echo.Context) error {
 	user, err := s.who(r, trusted)
 	if err != nil {
 		setChallenge(w, err)
-		s.logRefused(r, info, slug, kind, err)
-		s.fail(w, r, info, kind, err)
+		s.refuse(w, r, info, slug, kind, err)
 		return nil
 	}
 	info.user = user
@@ -381,8 +380,7 @@ func (s *Server) dispatch(c *echo.Context) error {
 	}
 	l := s.bySlug[slug]
 	if err := s.checkRead(r, info, l); err != nil {
-		s.logRefused(r, info, slug, kind, err)
-		s.fail(w, r, info, kind, err)
+		s.refuse(w, r, info, slug, kind, err)
 		return nil
 	}
 	s.serveRead(w, r, info, l)

@@ -45,7 +45,7 @@ func (s *Server) editSlice(ctx context.Context, wr *writeRequest) (*writeRespons
 	}
 	l := wr.ledger
 	relocate, favaMsg, favaPath, kind := false, "", "", ""
-	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest, n int) attemptResult {
+	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest) attemptResult {
 		if !relocate {
 			var applied func() (*writeResponse, bool)
 			if !ed.remove {
@@ -132,18 +132,7 @@ func (s *Server) relocateSlice(ctx context.Context, wr *writeRequest, ed *sliceE
 	// Fava's PUT source writes the text back with the newline of the
 	// file's first line, as its slice edits do.
 	res := s.putSourceText(ctx, wr, m.file, out, checksum.String(m.text))
-	if res.resp == nil {
-		return res
-	}
-	if res.retry {
-		return res
-	}
-	rep := fava.Classify(res.resp.status, res.resp.header, res.resp.body)
-	if rep.Outcome != fava.Success {
-		return res
-	}
-	res.resp = s.success(l, data, rep.Mtime, RelocatedHeader)
-	return res
+	return s.answerWith(l, res, data, RelocatedHeader)
 }
 
 // appliedSlice reports, after Fava's answer to a PUT source_slice was lost,

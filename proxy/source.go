@@ -57,7 +57,7 @@ func (s *Server) putSource(ctx context.Context, wr *writeRequest) (*writeRespons
 	clientText := string(checksum.Normalize([]byte(req.Source)))
 	l := wr.ledger
 	wr.touches(file)
-	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest, n int) attemptResult {
+	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest) attemptResult {
 		cur, err := s.readText(l, file)
 		if err != nil {
 			// favaproxy cannot read the file itself: Fava decides.
@@ -192,9 +192,7 @@ func apiURL(u *url.URL, name string, q url.Values) *url.URL {
 // favaproxy writes itself.
 func (s *Server) classify(l *ledger, resp *writeResponse) fava.Reply {
 	rep := fava.Classify(resp.status, resp.header, resp.body)
-	if rep.Style != fava.StyleUnknown {
-		l.style.Store(int32(rep.Style))
-	}
+	l.noteStyle(rep.Style)
 	return rep
 }
 
@@ -207,6 +205,14 @@ func (s *Server) outcome(resp *writeResponse) fava.Outcome {
 // encoded as the newest style, before any).
 func styleOf(l *ledger) fava.Style { return fava.Style(l.style.Load()) }
 
+// noteStyle remembers st as the wire style of l's Fava, unless it is
+// StyleUnknown.
+func (l *ledger) noteStyle(st fava.Style) {
+	if st != fava.StyleUnknown {
+		l.style.Store(int32(st))
+	}
+}
+
 // success returns a success answer in l's style with data, plus each of
 // flags (header names) set to "true".
 func (s *Server) success(l *ledger, data any, mtime string, flags ...string) *writeResponse {
@@ -215,6 +221,23 @@ func (s *Server) success(l *ledger, data any, mtime string, flags ...string) *wr
 		h.Set(f, "true")
 	}
 	return &writeResponse{status: http.StatusOK, header: h, body: fava.SuccessBody(styleOf(l), data, mtime)}
+}
+
+// answerWith replaces the answer of res, when it is Fava's final success
+// to a PUT source favaproxy made on the client's behalf, with a success in
+// l's style carrying data (what the client's own request is answered with)
+// and Fava's mtime, plus each of flags set to "true". Any other res is
+// returned as it is.
+func (s *Server) answerWith(l *ledger, res attemptResult, data any, flags ...string) attemptResult {
+	if res.resp == nil || res.retry {
+		return res
+	}
+	rep := fava.Classify(res.resp.status, res.resp.header, res.resp.body)
+	if rep.Outcome != fava.Success {
+		return res
+	}
+	res.resp = s.success(l, data, rep.Mtime, flags...)
+	return res
 }
 
 // conflict answers a conflict favaproxy could not resolve: 409, Fava's
@@ -323,9 +346,7 @@ func (s *Server) rememberSource(l *ledger, resp *http.Response) error {
 	orig.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(b))
 	rep := fava.Classify(resp.StatusCode, resp.Header, b)
-	if rep.Style != fava.StyleUnknown {
-		l.style.Store(int32(rep.Style))
-	}
+	l.noteStyle(rep.Style)
 	if rep.Outcome != fava.Success {
 		return nil
 	}

@@ -100,13 +100,7 @@ func TestPutSourceNotLedgerFile(t *testing.T) {
 func TestPutSourceOutsideWriterRetried(t *testing.T) {
 	for _, style := range emuStyles {
 		t.Run(style, func(t *testing.T) {
-			var ow *outsideWriter
-			var sleeps fakeSleeps
-			e := startEmu(t, style, emuOpts{
-				upstream: func(h http.Handler) http.Handler { ow = &outsideWriter{next: h, times: 1}; return ow },
-				server:   sleeps.install,
-			})
-			ow.file = e.main
+			e, _, sleeps := startOutside(t, style, 1, nil)
 			text, sum := e.getSource(e.main)
 			before := scrape(t, e.p.URL)
 			resp, m := e.call(http.MethodPut, "source", nil, sourceBody{FilePath: e.main, Source: strings.Replace(text, `"Bread"`, `"Toast"`, 1), SHA256: sum})

@@ -38,7 +38,7 @@ func (l *userLocks) lock(ctx context.Context, u favaproxy.User) (release func(),
 
 	select {
 	case ul.sem <- struct{}{}:
-		return onceFunc(func() {
+		return sync.OnceFunc(func() {
 			<-ul.sem
 			l.unref(u, ul)
 		}), nil

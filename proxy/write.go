@@ -82,10 +82,10 @@ type writeResponse struct {
 // done under the ledger lock must not depend on it.
 type writeHandler func(ctx context.Context, wr *writeRequest) (*writeResponse, error)
 
-// writeHandlers returns the handler of each kind of write. Every kind is
-// forwarded as it is for now; add_entries (group commit, idempotency),
-// source and source_slice (conflict resolution) and add_account get their
-// own handlers in their own files, registered here.
+// writeHandlers returns the handler of each kind of write. add_entries
+// (group commit, idempotency), source and source_slice (conflict
+// resolution) and add_account have handlers of their own, in their own
+// files; documents, imports and any other write are forwarded as they are.
 func (s *Server) writeHandlers() map[favaproxy.Kind]writeHandler {
 	fwd := s.underLedgerLock(s.forward)
 	return map[favaproxy.Kind]writeHandler{
@@ -127,15 +127,13 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, info *reqInf
 		return
 	}
 	if err := s.forbidWrite(info.user); err != nil {
-		s.logRefused(r, info, slug, kind, err)
-		s.fail(w, r, info, kind, err)
+		s.refuse(w, r, info, slug, kind, err)
 		return
 	}
 	limit := s.bodyLimit(kind, r, info.cleanPath)
 	if r.ContentLength > limit {
 		err := favaproxy.Errorf(favaproxy.ETooLarge, "body over %d bytes", limit)
-		s.logRefused(r, info, slug, kind, err)
-		s.fail(w, r, info, kind, err)
+		s.refuse(w, r, info, slug, kind, err)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
@@ -146,21 +144,18 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, info *reqInf
 		} else {
 			err = fmt.Errorf("read body: %w", favaproxy.Errorf(favaproxy.EInvalid, "could not read the request body"))
 		}
-		s.logRefused(r, info, slug, kind, err)
-		s.fail(w, r, info, kind, err)
+		s.refuse(w, r, info, slug, kind, err)
 		return
 	}
-	if err := s.checkWrite(r, l, kind, body); err != nil {
-		s.logRefused(r, info, slug, kind, err)
-		s.fail(w, r, info, kind, err)
+	if err := s.checkWrite(r, info, l, kind, body); err != nil {
+		s.refuse(w, r, info, slug, kind, err)
 		return
 	}
 
 	wr := s.newWriteRequest(r, info, l, kind, body)
 	done, err := s.prepareWrite(wr)
 	if err != nil {
-		s.logRefused(r, info, slug, kind, err)
-		s.fail(w, r, info, kind, err)
+		s.refuse(w, r, info, slug, kind, err)
 		return
 	}
 	defer done()
@@ -195,9 +190,8 @@ func (s *Server) newWriteRequest(r *http.Request, info *reqInfo, l *ledger, kind
 	for _, name := range []string{s.cfg.Idempotency.Header, "Idempotency-Key", "X-Idempotency-Key"} {
 		h.Del(name)
 	}
-	for _, name := range []string{"Content-Length", "Expect", "Forwarded"} {
-		h.Del(name)
-	}
+	h.Del("Content-Length")
+	h.Del("Expect")
 	setForwarded(h, r, info.trusted)
 	s.id.setIdentity(h, info.user)
 	h.Set("X-Request-ID", info.requestID)
@@ -357,8 +351,9 @@ func (s *Server) logWrite(r *http.Request, wr *writeRequest, resp *writeResponse
 	s.log.LogAttrs(r.Context(), level, "write", attrs...)
 }
 
-// logRefused logs a request refused before it waited for a lock.
-func (s *Server) logRefused(r *http.Request, info *reqInfo, slug string, kind favaproxy.Kind, err error) {
+// refuse logs a request refused before it waited for a lock, and answers
+// it (see fail).
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, info *reqInfo, slug string, kind favaproxy.Kind, err error) {
 	level := slog.LevelWarn
 	if favaproxy.ErrorCode(err) == favaproxy.ECanceled {
 		level = slog.LevelInfo
@@ -367,4 +362,5 @@ func (s *Server) logRefused(r *http.Request, info *reqInfo, slug string, kind fa
 		slog.String("user", string(info.user)), slog.String("ledger", slug), slog.String("kind", string(kind)),
 		slog.String("method", r.Method), slog.String("path", r.URL.Path),
 		slog.Int("status", httpStatus(err)), slog.String("request_id", info.requestID), slog.String("err", err.Error()))
+	s.fail(w, r, info, kind, err)
 }
