@@ -88,11 +88,13 @@ func (s *Server) addStateOf(l *ledger) (*addState, error) {
 		st.journal = j
 		st.group = &group[*addRequest, *writeResponse]{
 			lock: func(ctx context.Context) (func(), error) {
+				t0 := time.Now()
 				release, err := l.lock.Lock(ctx)
+				s.metrics.observeLockWait(l.slug, metricModeExclusive, time.Since(t0))
 				if err != nil {
 					return nil, lockErr(ctx, "ledger lock", err)
 				}
-				return release, nil
+				return s.timeHold(l.slug, metricModeExclusive, release), nil
 			},
 			exec: func(ctx context.Context, items []*addRequest) ([]*writeResponse, []error) {
 				return s.execAdds(ctx, l, st, items)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/favaproxy/favaproxy/auth"
 	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/internal/favatest"
 )
 
 // scrape gets /metrics over HTTP and parses Prometheus' text format.
@@ -168,5 +170,24 @@ func TestMetricsDisabled(t *testing.T) {
 	resp, _ := do(t, "GET", p.URL+PathMetrics, "", nil)
 	if got, want := resp.StatusCode, http.StatusNotFound; got != want {
 		t.Fatalf("status=%d, want %d", got, want)
+	}
+}
+
+// TestMetricsLockTimesOfAddEntries pins that group-committed add_entries
+// writes, which take the ledger lock through their batch, report their lock
+// wait and hold time like every other write.
+func TestMetricsLockTimesOfAddEntries(t *testing.T) {
+	e := startEmu(t, favatest.Style130, emuOpts{})
+	before := scrape(t, e.p.URL)
+	for _, payee := range []string{"Coffee", "Tea"} {
+		resp, m := e.call(http.MethodPut, "add_entries", nil, json.RawMessage(entriesBody(txn(payee))))
+		e.wantSuccess("add_entries", resp, m)
+	}
+	after := scrape(t, e.p.URL)
+	for _, name := range []string{"favaproxy_lock_wait_seconds", "favaproxy_lock_hold_seconds"} {
+		labels := []string{"ledger=" + testSlug, "mode=exclusive"}
+		if got, want := sample(after, name, labels...)-sample(before, name, labels...), 2.0; got != want {
+			t.Errorf("%s{mode=exclusive} moved by %v, want %v", name, got, want)
+		}
 	}
 }
