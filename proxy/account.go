@@ -117,8 +117,10 @@ func lastOpen(text string) int {
 	return last
 }
 
-// ledgerRoots returns the ledger's root account names from its options,
-// or nil for Beancount's defaults.
+// ledgerRoots returns the ledger's root account names from its name_*
+// options (the last of each, empty ones ignored), or nil for Beancount's
+// defaults: when the ledger sets none, or sets names that are no valid root
+// (Beancount refuses such a ledger; its accounts are checked as usual).
 func ledgerRoots(opts map[string][]string) []string {
 	roots := slices.Clone(fava.DefaultRoots)
 	changed := false
@@ -127,7 +129,7 @@ func ledgerRoots(opts map[string][]string) []string {
 			roots[i], changed = v[len(v)-1], true
 		}
 	}
-	if !changed {
+	if !changed || (fava.Rules{Roots: roots}).Validate() != nil {
 		return nil
 	}
 	return roots

@@ -74,7 +74,7 @@ func (s *Server) prepareWrite(wr *writeRequest) (done func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := parsed.Validate(fava.Rules{Roots: rootsOf(wr.ledger.index.Ledger())}); err != nil {
+	if err := parsed.Validate(fava.Rules{Roots: ledgerRoots(wr.ledger.index.Ledger().Options)}); err != nil {
 		return nil, err
 	}
 	ar := &addRequest{

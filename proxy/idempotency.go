@@ -128,28 +128,6 @@ func batchGather(b config.Batch) time.Duration {
 	return b.GatherDelay
 }
 
-// rootsOf returns the ledger's root account names from its name_* options,
-// or nil (the defaults) when it sets none.
-func rootsOf(l *beancount.Ledger) []string {
-	names := []string{"name_assets", "name_liabilities", "name_equity", "name_income", "name_expenses"}
-	roots := make([]string, len(names))
-	set := false
-	for i, n := range names {
-		roots[i] = fava.DefaultRoots[i]
-		if v := l.Options[n]; len(v) > 0 {
-			roots[i] = v[len(v)-1]
-			set = true
-		}
-	}
-	if !set {
-		return nil
-	}
-	if (fava.Rules{Roots: roots}).Validate() != nil {
-		return nil
-	}
-	return roots
-}
-
 // markInflight records key as being processed by this process. It fails
 // with 409 and Retry-After when it already is.
 func (st *addState) markInflight(key string) (release func(), err error) {
