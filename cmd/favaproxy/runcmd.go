@@ -46,7 +46,7 @@ override the port favaproxy picked.`,
 		// drained its writes; Close below stops it.
 		sup, err := supervisor.Start(context.WithoutCancel(cmd.Context()), supervisor.Options{
 			Command: fava,
-			Logger:  log.With("child", "fava"),
+			Logger:  log, // the supervisor names the child in its lines
 			Stdout:  cmd.ErrOrStderr(),
 			Stderr:  cmd.ErrOrStderr(),
 		})
