@@ -58,10 +58,9 @@ override the port favaproxy picked.`,
 				log.Warn("stop fava", "err", err)
 			}
 		}()
+		// Only the upstream changed since validation; proxy.New parses and
+		// checks it.
 		cfg.Upstream = sup.URL() + prefix
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
 		return serveProxy(cmd, cfg, log, map[string]func(context.Context) error{
 			"fava": func(context.Context) error { return sup.Ready() },
 		}, sup.Restarts)
