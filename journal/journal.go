@@ -87,12 +87,6 @@ var ErrClosed = errors.New("journal is closed")
 // syncFile is (*os.File).Sync; tests count the calls.
 var syncFile = (*os.File).Sync
 
-// DefaultDir is the journal directory of a ledger when none is configured:
-// .favaproxy beside the ledger's main file.
-func DefaultDir(ledgerFile string) string {
-	return filepath.Join(filepath.Dir(ledgerFile), ".favaproxy")
-}
-
 // Path is the journal file of ledgerFile in dir:
 // <dir>/<base name of the ledger>.journal.jsonl.
 func Path(dir, ledgerFile string) string {
