@@ -15,7 +15,7 @@
 // that forked the child exits, not the process, and the Go runtime may end
 // threads; so every child is forked from one goroutine that locks its OS
 // thread and stays alive (and locked) as long as a child may run. On other
-// systems there is no parent-death signal: Close and context cancellation
+// systems no parent-death signal is set: Close and context cancellation
 // still stop the child, but a SIGKILL of favaproxy leaves it running.
 //
 // # Port
