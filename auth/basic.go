@@ -113,13 +113,14 @@ func (b *Basic) Authenticate(r *http.Request) (string, error) {
 		return "", fmt.Errorf("password longer than %d bytes: %w", bcryptMaxPassword, ErrUnauthorized)
 	}
 
+	key := b.cacheKeyFor(user, pass) // cacheKey never changes: no lock needed
+
 	b.mu.Lock()
 	if err := b.refreshLocked(); err != nil {
 		b.mu.Unlock()
 		return "", err
 	}
 	now := b.now()
-	key := b.cacheKeyFor(user, pass)
 	if c, ok := b.cache[key]; ok && c.user == user && now.Before(c.expires) {
 		b.mu.Unlock()
 		return user, nil

@@ -337,16 +337,19 @@ func (c *Config) Validate() error {
 	if c.Retry.MaxAttempts < 1 {
 		add("retry.max_attempts: must be at least 1, got %d", c.Retry.MaxAttempts)
 	}
-	for name, n := range map[string]int64{
-		"limits.json_body": c.Limits.JSONBody, "limits.source_body": c.Limits.SourceBody,
-		"limits.upload_body": c.Limits.UploadBody, "limits.header_bytes": int64(c.Limits.HeaderBytes),
-		"limits.queue_depth": int64(c.Limits.QueueDepth), "batch.max_requests": int64(c.Batch.MaxRequests),
-		"batch.max_bytes": c.Batch.MaxBytes, "merge.cache_bytes": c.Merge.CacheBytes,
-	} {
+	positiveN := func(name string, n int64) {
 		if n <= 0 {
 			add("%s: must be positive, got %d", name, n)
 		}
 	}
+	positiveN("limits.json_body", c.Limits.JSONBody)
+	positiveN("limits.source_body", c.Limits.SourceBody)
+	positiveN("limits.upload_body", c.Limits.UploadBody)
+	positiveN("limits.header_bytes", int64(c.Limits.HeaderBytes))
+	positiveN("limits.queue_depth", int64(c.Limits.QueueDepth))
+	positiveN("batch.max_requests", int64(c.Batch.MaxRequests))
+	positiveN("batch.max_bytes", c.Batch.MaxBytes)
+	positiveN("merge.cache_bytes", c.Merge.CacheBytes)
 	if h := c.Identity.Header; h == "" || strings.ContainsAny(h, " :\t\r\n") {
 		add("identity.header: %q is not a header name", h)
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -122,7 +123,7 @@ func TestCompose(t *testing.T) {
 	services := obj(doc["services"])
 	fava, proxy := obj(services["fava"]), obj(services["favaproxy"])
 	if fava == nil || proxy == nil {
-		t.Fatalf("want services fava and favaproxy, have %v", slices.Sorted(mapsKeys(services)))
+		t.Fatalf("want services fava and favaproxy, have %v", slices.Sorted(maps.Keys(services)))
 	}
 
 	// The config file favaproxy is started with.
@@ -242,16 +243,6 @@ func volumeMounts(tb testing.TB, svc map[string]any) map[string]mount {
 		out[parts[1]] = m
 	}
 	return out
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func TestKubernetes(t *testing.T) {

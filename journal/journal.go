@@ -87,12 +87,6 @@ var ErrClosed = errors.New("journal is closed")
 // syncFile is (*os.File).Sync; tests count the calls.
 var syncFile = (*os.File).Sync
 
-// DefaultDir is the journal directory of a ledger when none is configured:
-// .favaproxy beside the ledger's main file.
-func DefaultDir(ledgerFile string) string {
-	return filepath.Join(filepath.Dir(ledgerFile), ".favaproxy")
-}
-
 // Path is the journal file of ledgerFile in dir:
 // <dir>/<base name of the ledger>.journal.jsonl.
 func Path(dir, ledgerFile string) string {
@@ -197,12 +191,9 @@ func (j *Journal) AppendBatch(records []Record) error {
 		return fmt.Errorf("lock journal: %w", err)
 	}
 	defer j.lock.Unlock()
-	if err := j.reopenIfReplaced(); err != nil {
-		return err
-	}
-	fi, err := j.f.Stat()
+	fi, err := j.reopenIfReplaced()
 	if err != nil {
-		return fmt.Errorf("append journal record: %w", err)
+		return err
 	}
 	if size := fi.Size(); size > 0 {
 		last := make([]byte, 1)
@@ -225,27 +216,32 @@ func (j *Journal) AppendBatch(records []Record) error {
 }
 
 // reopenIfReplaced reopens the journal file if the path now names another
-// file, and forgets what was read. j.mu must be held.
-func (j *Journal) reopenIfReplaced() error {
+// file, and forgets what was read. It returns the stat of the open file.
+// j.mu must be held.
+func (j *Journal) reopenIfReplaced() (os.FileInfo, error) {
 	cur, err := os.Stat(j.path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("stat journal: %w", err)
+		return nil, fmt.Errorf("stat journal: %w", err)
 	}
 	mine, err := j.f.Stat()
 	if err != nil {
-		return fmt.Errorf("stat journal: %w", err)
+		return nil, fmt.Errorf("stat journal: %w", err)
 	}
 	if cur != nil && os.SameFile(cur, mine) {
-		return nil
+		return mine, nil
 	}
 	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("reopen journal: %w", err)
+		return nil, fmt.Errorf("reopen journal: %w", err)
 	}
 	j.f.Close()
 	j.f = f
 	j.offset, j.keys, j.bad = 0, map[string]*keyState{}, 0
-	return nil
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat journal: %w", err)
+	}
+	return fi, nil
 }
 
 // Lookup returns the first record with Outcome "ok" for the idempotency
@@ -291,12 +287,9 @@ func (j *Journal) refresh() error {
 	if j.closed {
 		return ErrClosed
 	}
-	if err := j.reopenIfReplaced(); err != nil {
-		return err
-	}
-	fi, err := j.f.Stat()
+	fi, err := j.reopenIfReplaced()
 	if err != nil {
-		return fmt.Errorf("read journal: %w", err)
+		return err
 	}
 	size := fi.Size()
 	if size < j.offset { // truncated: start over

@@ -4,9 +4,10 @@ package supervisor
 
 import "syscall"
 
-// sysProcAttr puts the child in its own process group. These systems have no
-// parent-death signal: if favaproxy is killed with SIGKILL, the child keeps
-// running (Close and context cancellation still stop it).
+// sysProcAttr puts the child in its own process group. No parent-death
+// signal is set here (macOS and most BSDs have none; FreeBSD's is not used):
+// if favaproxy is killed with SIGKILL, the child keeps running (Close and
+// context cancellation still stop it).
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }

@@ -15,7 +15,7 @@
 // that forked the child exits, not the process, and the Go runtime may end
 // threads; so every child is forked from one goroutine that locks its OS
 // thread and stays alive (and locked) as long as a child may run. On other
-// systems there is no parent-death signal: Close and context cancellation
+// systems no parent-death signal is set: Close and context cancellation
 // still stop the child, but a SIGKILL of favaproxy leaves it running.
 //
 // # Port
@@ -365,12 +365,8 @@ func (s *Supervisor) run(ctx context.Context, c *child) {
 			s.mu.Unlock()
 			s.log.Warn("child exited", "pid", c.pid, "status", exitStatus(c), "uptime", uptime.Round(time.Millisecond), "restart_in", delay.Round(time.Millisecond))
 			c = nil
-			t := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleep(ctx, delay) {
 				return
-			case <-t.C:
 			}
 		}
 
@@ -380,12 +376,8 @@ func (s *Supervisor) run(ctx context.Context, c *child) {
 			delay := b.NextBackOff()
 			s.setState(fmt.Errorf("%w; retrying in %s", err, delay.Round(time.Millisecond)))
 			s.log.Error("child not restarted", "err", err, "retry_in", delay.Round(time.Millisecond))
-			t := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleep(ctx, delay) {
 				return
-			case <-t.C:
 			}
 			continue
 		}
@@ -403,6 +395,18 @@ func (s *Supervisor) run(ctx context.Context, c *child) {
 		}
 		s.setState(nil)
 		s.log.Info("child ready", "pid", c.pid, "url", s.url)
+	}
+}
+
+// sleep waits for d and reports whether it did: false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -6,12 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/journal"
 )
 
 func TestAuditFiltersAndFormats(t *testing.T) {
 	ledger := ledgerFile(t)
-	j, err := journal.Open(journal.DefaultDir(ledger), ledger)
+	// Where serve keeps it without state_dir, and where audit looks.
+	j, err := journal.Open(config.Ledger{File: ledger}.StatePath(), ledger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,13 +55,15 @@ func envName(key string) string {
 
 var envKeyReplacer = strings.NewReplacer(".", "_", "-", "_")
 
-// configFlags are the flags of the keys people change often. They are
-// registered on serve; loadConfig binds those present on a command.
+// configFlag ties a command-line flag to the config key it sets.
 type configFlag struct {
 	key  string
 	name string
 }
 
+// configFlagKeys are the flags of the keys people change often. addConfigFlags
+// registers them on serve and run; loadConfig binds those set on the command
+// line. --ledger is handled apart.
 var configFlagKeys = []configFlag{
 	{"listen", "listen"},
 	{"upstream", "upstream"},

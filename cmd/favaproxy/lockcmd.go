@@ -31,9 +31,9 @@ proxy. The lock file is the ledger's lock_file when the ledger is in the
 configuration (matched by path or slug), else .<name>.favaproxy.lock beside it.
 
 SIGINT and SIGTERM are passed on to CMD. If lock itself is killed, CMD gets
-SIGTERM (the lock is gone with lock's process). Exit status: CMD's; 128+N
-when CMD died of signal N; 1 when the lock was not taken in time; 127 when
-CMD was not found.`,
+SIGTERM on Linux and FreeBSD (the lock is gone with lock's process). Exit
+status: CMD's; 128+N when CMD died of signal N; 1 when the lock was not
+taken in time; 127 when CMD was not found.`,
 		Args: usageArgs(cobra.MinimumNArgs(1)),
 	}
 	cmd.Flags().SetInterspersed(false) // flags after CMD are CMD's
@@ -134,16 +134,16 @@ func runLocked(ctx context.Context, l *lock.Ledger, shared bool, wait time.Durat
 	}
 	defer release()
 
-	// The child gets SIGTERM if this process dies (even by SIGKILL): its
-	// lock dies with us, so it must not carry on unprotected. Pdeathsig
-	// follows the thread that forked, so that thread stays ours until the
-	// child is reaped.
+	// Where the system has a parent-death signal, the child gets SIGTERM if
+	// this process dies (even by SIGKILL): its lock dies with us, so it must
+	// not carry on unprotected. Pdeathsig follows the thread that forked, so
+	// that thread stays ours until the child is reaped.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	c := exec.Command(path, argv[1:]...)
 	c.Args[0] = argv[0]
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
-	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	c.SysProcAttr = lockChildAttr()
 	if err := c.Start(); err != nil {
 		code := exitFailure
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {

@@ -46,7 +46,7 @@ override the port favaproxy picked.`,
 		// drained its writes; Close below stops it.
 		sup, err := supervisor.Start(context.WithoutCancel(cmd.Context()), supervisor.Options{
 			Command: fava,
-			Logger:  log.With("child", "fava"),
+			Logger:  log, // the supervisor names the child in its lines
 			Stdout:  cmd.ErrOrStderr(),
 			Stderr:  cmd.ErrOrStderr(),
 		})
@@ -58,10 +58,9 @@ override the port favaproxy picked.`,
 				log.Warn("stop fava", "err", err)
 			}
 		}()
+		// Only the upstream changed since validation; proxy.New parses and
+		// checks it.
 		cfg.Upstream = sup.URL() + prefix
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
 		return serveProxy(cmd, cfg, log, map[string]func(context.Context) error{
 			"fava": func(context.Context) error { return sup.Ready() },
 		}, sup.Restarts)

@@ -61,9 +61,17 @@ func serve(tb testing.TB, up *upstream, ledger string, args ...string) *proctest
 // because the proxy was killed).
 func post(tb testing.TB, p *proctest.Proc) <-chan int {
 	tb.Helper()
+	return inBackground(func() (*http.Response, error) {
+		return http.Post(p.URL()+"/books/extension/demo/save", "application/json", strings.NewReader(`{}`))
+	})
+}
+
+// inBackground runs send in a goroutine, drains the answer and reports its
+// status on the returned channel, 0 when send failed.
+func inBackground(send func() (*http.Response, error)) <-chan int {
 	status := make(chan int, 1)
 	go func() {
-		resp, err := http.Post(p.URL()+"/books/extension/demo/save", "application/json", strings.NewReader(`{}`))
+		resp, err := send()
 		if err != nil {
 			status <- 0
 			return
@@ -182,18 +190,9 @@ func TestLockModesAgainstProxyReads(t *testing.T) {
 	up := newUpstream(t, false)
 	p := serve(t, up, ledger)
 	get := func() <-chan int {
-		status := make(chan int, 1)
-		go func() {
-			resp, err := http.Get(p.URL() + "/books/income_statement/")
-			if err != nil {
-				status <- 0
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			status <- resp.StatusCode
-		}()
-		return status
+		return inBackground(func() (*http.Response, error) {
+			return http.Get(p.URL() + "/books/income_statement/")
+		})
 	}
 
 	t.Run("SharedLetsReadsThrough", func(t *testing.T) {
