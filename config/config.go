@@ -14,6 +14,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/fava"
 )
 
 // Config is the whole configuration of a favaproxy process. The mapstructure
@@ -359,14 +362,14 @@ func (c *Config) Validate() error {
 	if h := c.Idempotency.Header; h == "" || strings.ContainsAny(h, " :\t\r\n") {
 		add("idempotency.header: %q is not a header name", h)
 	}
-	for _, r := range c.Idempotency.Prefix {
-		if !isLinkRune(r) {
+	for i := range len(c.Idempotency.Prefix) {
+		if !favaproxy.IsLinkChar(c.Idempotency.Prefix[i]) {
 			add("idempotency.prefix: %q may only hold A-Z a-z 0-9 - _ / .", c.Idempotency.Prefix)
 			break
 		}
 	}
-	if !isMetaKey(c.Idempotency.MetaKey) {
-		add("idempotency.meta_key: %q is not a Beancount metadata key", c.Idempotency.MetaKey)
+	if msg := fava.CheckMetaKey(c.Idempotency.MetaKey); msg != "" {
+		add("idempotency.meta_key: %s", msg)
 	}
 	switch c.Auth.Mode {
 	case "":
@@ -402,20 +405,4 @@ func (c *Config) Validate() error {
 		add("log.format: %q is not one of text, json", c.Log.Format)
 	}
 	return errors.Join(errs...)
-}
-
-func isLinkRune(r rune) bool {
-	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '/' || r == '.'
-}
-
-func isMetaKey(s string) bool {
-	if s == "" || s[0] < 'a' || s[0] > 'z' {
-		return false
-	}
-	for _, r := range s[1:] {
-		if !isLinkRune(r) || r == '/' || r == '.' {
-			return false
-		}
-	}
-	return true
 }

@@ -95,3 +95,31 @@ func TestTrustedPrefixes(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateMetaKey pins that idempotency.meta_key follows Beancount's
+// metadata key grammar, two characters at least: a key Beancount would not
+// read back would make every keyed Balance and Note fail.
+func TestValidateMetaKey(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		ok  bool
+	}{
+		{"idempotency-key", true},
+		{"ik", true},
+		{"k", false},
+		{"", false},
+		{"Key", false},
+		{"a.b", false},
+		{"a/b", false},
+	} {
+		c := validConfig(t)
+		c.Idempotency.MetaKey = tc.key
+		err := c.Validate()
+		if got := err == nil; got != tc.ok {
+			t.Errorf("meta_key %q: Validate() = %v, want ok=%v", tc.key, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "idempotency.meta_key:") {
+			t.Errorf("meta_key %q: error does not name the key: %v", tc.key, err)
+		}
+	}
+}
