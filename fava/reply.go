@@ -90,7 +90,7 @@ func StoredMessage(n int) string {
 // DetectStyle tells the style of a Fava JSON API reply from its body:
 // Style127 if it has a "success" key, Style130 if it has "data" or "error"
 // without "success", StyleUnknown otherwise (HTML, garbage, other JSON).
-func DetectStyle(status int, body []byte) Style {
+func DetectStyle(body []byte) Style {
 	obj, ok := parseObject(body)
 	if !ok {
 		return StyleUnknown

@@ -97,7 +97,7 @@ func TestClassify(t *testing.T) {
 			if got, want := r.Style, tt.style; got != want {
 				t.Errorf("style=%v, want %v", got, want)
 			}
-			if got, want := fava.DetectStyle(tt.status, []byte(tt.body)), tt.style; got != want {
+			if got, want := fava.DetectStyle([]byte(tt.body)), tt.style; got != want {
 				t.Errorf("DetectStyle=%v, want %v", got, want)
 			}
 			if got, want := r.Status, tt.status; got != want {
@@ -275,7 +275,7 @@ func FuzzClassify(f *testing.F) {
 				t.Fatalf("upstream error without description")
 			}
 		}
-		if got := fava.DetectStyle(status, body); got != r.Style {
+		if got := fava.DetectStyle(body); got != r.Style {
 			t.Fatalf("DetectStyle=%v, Classify style=%v", got, r.Style)
 		}
 	})

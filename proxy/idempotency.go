@@ -246,7 +246,7 @@ func (s *Server) replyStyle(ctx context.Context, l *ledger) fava.Style {
 	if err != nil {
 		return fava.StyleUnknown
 	}
-	v := fava.DetectStyle(resp.StatusCode, body)
+	v := fava.DetectStyle(body)
 	l.noteStyle(v)
 	return v
 }
