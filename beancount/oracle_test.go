@@ -145,7 +145,7 @@ func checkAgainstBeancount(t *testing.T, main string) {
 	var links []string
 	ix.Transactions(func(file string, b beancount.Block) bool {
 		links = append(links, b.Links...)
-		if len(b.Postings) == 0 {
+		if len(b.Postings()) == 0 {
 			return true // bean-query lists postings; it cannot see this one
 		}
 		got[entryKey{file, b.Line}] = txnFacts{links: sortedSet(b.Links), tags: sortedSet(b.Tags)}

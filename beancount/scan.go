@@ -85,20 +85,44 @@ type Block struct {
 	// pushmeta is not applied. For pushmeta/popmeta it holds the pushed key.
 	Meta []Meta
 	// Accounts are the accounts of open, close, balance, note, document and
-	// pad directives, and the posting accounts of a transaction in order.
+	// pad directives. A transaction's are in its Postings.
 	Accounts []string
 	// Currencies are an open's constraint currencies, a commodity's
 	// currency, and a price's base currency.
 	Currencies []string
-	// Postings are a transaction's posting lines, trimmed, comments dropped,
-	// runs of whitespace outside strings collapsed to one space.
-	Postings []string
 	// Value is the first argument of option (its value, see Option),
 	// include and plugin, unquoted; a document's file name; a pushtag's or
 	// poptag's tag.
 	Value string
 	// Option is an option directive's name.
 	Option string
+	// Text is the directive as written, lines Line through LastLine,
+	// without the last line's line break.
+	Text string
+}
+
+// Posting is one posting line of a transaction.
+type Posting struct {
+	// Account is the posting's account; empty if the line has none where
+	// one belongs.
+	Account string
+	// Text is the line trimmed, its comment dropped and runs of whitespace
+	// outside strings collapsed to one space.
+	Text string
+}
+
+// Postings reads the posting lines of a transaction from its Text, in
+// order; other blocks have none. A scan does not collect them: most of a
+// ledger's bytes are postings, and only some readers need them.
+func (b *Block) Postings() []Posting {
+	if b.Kind != KindTransaction || b.Text == "" {
+		return nil
+	}
+	// The scanner only reads its source.
+	src := unsafe.Slice(unsafe.StringData(b.Text), len(b.Text))
+	s := &scanner{src: src, str: b.Text, ln: b.Line, noClose: -1, prevTagsBlock: -1, postings: true}
+	s.directive(true)
+	return s.postList
 }
 
 // Scan splits a ledger file into directive blocks, in file order. src is the
@@ -154,7 +178,11 @@ type scanner struct {
 	prevTagsBlock int
 
 	// scratch lists of the block being scanned, reused across blocks
-	links, tagl, accts, curs, posts []string
+	links, tagl, accts, curs []string
+
+	// postings makes the scan read posting lines into postList.
+	postings bool
+	postList []Posting
 }
 
 func newScanner(src []byte, str string, base, line int, tags []string) *scanner {
@@ -162,8 +190,8 @@ func newScanner(src []byte, str string, base, line int, tags []string) *scanner 
 	s.tags = append(s.tags, tags...)
 	lines := bytes.Count(src, []byte{'\n'})
 	s.blocks = make([]Block, 0, lines/4+16)
-	s.sa = make([]string, 0, lines+lines/2+16)
-	s.buf.Grow(len(src)/2 + 64)
+	s.sa = make([]string, 0, lines/4+16)
+	s.buf.Grow(len(src)/64 + 64)
 	return s
 }
 
@@ -247,6 +275,52 @@ func (s *scanner) next() token {
 	return token{kind: tWord, start: p, end: q}
 }
 
+// Constants of the bytewise (SWAR) searches: a byte of ones, a byte of
+// high bits.
+const (
+	swarLo = 0x0101010101010101
+	swarHi = 0x8080808080808080
+)
+
+// swarBelow returns a mask whose lowest set high bit marks the first byte
+// of x (little-endian) below n (n <= 0x80); higher bits may be false.
+func swarBelow(x, n uint64) uint64 { return (x - swarLo*n) & ^x & swarHi }
+
+// swarEq returns a mask whose lowest set high bit marks the first byte of x
+// equal to c; higher bits may be false.
+func swarEq(x, c uint64) uint64 { return swarBelow(x^(swarLo*c), 1) }
+
+// stringEnd returns the offset of the closing quote of a string whose
+// contents start at q, and ok=false if a backslash or a line break comes
+// first (or no quote does), which the slow path then reads.
+func stringEnd(src []byte, q int) (int, bool) {
+	for q+8 <= len(src) {
+		x := binary.LittleEndian.Uint64(src[q:])
+		m := swarEq(x, '"') | swarEq(x, '\\') | swarBelow(x, '\r'+1)
+		if m == 0 {
+			q += 8
+			continue
+		}
+		q += bits.TrailingZeros64(m) >> 3
+		switch src[q] {
+		case '"':
+			return q, true
+		case '\\', '\n', '\r':
+			return q, false
+		}
+		q++
+	}
+	for ; q < len(src); q++ {
+		switch src[q] {
+		case '"':
+			return q, true
+		case '\\', '\n', '\r':
+			return q, false
+		}
+	}
+	return q, false
+}
+
 // stringToken reads a string starting at the quote under the cursor. A
 // string runs to the next unescaped quote, across lines; without one, the
 // quote starts an invalid token that ends with the line, as in Beancount.
@@ -261,8 +335,8 @@ func (s *scanner) stringToken() token {
 	}
 	q := start + 1
 	// Fast path: a string on one line without escapes.
-	if i := bytes.IndexByte(src[q:], '"'); i >= 0 && !hasStringSpecial(src[q:q+i]) {
-		s.p = q + i + 1
+	if e, ok := stringEnd(src, q); ok {
+		s.p = e + 1
 		t.end = s.p
 		return t
 	}
@@ -304,18 +378,6 @@ func (s *scanner) stringToken() token {
 	s.p = s.lineEnd(start)
 	t.kind, t.end = tWord, s.p
 	return t
-}
-
-// stringSpecial marks the bytes that make a string need the slow path.
-var stringSpecial = [256]bool{'\\': true, '\n': true, '\r': true}
-
-func hasStringSpecial(b []byte) bool {
-	for _, c := range b {
-		if stringSpecial[c] {
-			return true
-		}
-	}
-	return false
 }
 
 // cursor is a position of the scanner to come back to.
@@ -360,6 +422,27 @@ func (s *scanner) eatEOL() {
 		return
 	}
 	s.ln++
+}
+
+// skipRest moves the cursor to the end of the line as restOfLine does,
+// but reads no token unless the rest of the line holds a quote, which may
+// open a string that spans lines (or a CR, a line break of its own).
+func (s *scanner) skipRest() {
+	w := s.src[s.p:min(len(s.src), s.p+512)]
+	i := bytes.IndexByte(w, '\n')
+	if i < 0 {
+		s.restOfLine()
+		return
+	}
+	w = w[:i]
+	if i > 0 && w[i-1] == '\r' {
+		w = w[:i-1]
+	}
+	if bytes.IndexByte(w, '"') >= 0 || bytes.IndexByte(w, '\r') >= 0 {
+		s.restOfLine()
+		return
+	}
+	s.p += len(w)
 }
 
 // restOfLine skips to the end of the current line without consuming the
@@ -543,7 +626,8 @@ func (s *scanner) directive(dated bool) {
 	s.blocks = append(s.blocks, Block{Kind: KindUnknown, Line: s.ln, Offset: s.p})
 	b := &s.blocks[len(s.blocks)-1]
 	strLines := s.strLines
-	links, tags, accts, curs, posts := s.links[:0], s.tagl[:0], s.accts[:0], s.curs[:0], s.posts[:0]
+	links, tags, accts, curs := s.links[:0], s.tagl[:0], s.accts[:0], s.curs[:0]
+	start := s.p
 	metaStart := len(s.ma)
 
 	t := s.next()
@@ -598,6 +682,14 @@ func (s *scanner) directive(dated bool) {
 			endLine = s.ln
 		}
 		s.p = q
+		if b.Kind == KindTransaction && !s.postings && q < len(src) && 'A' <= src[q] && src[q] <= 'Z' {
+			// A posting (an account starts with a capital): only a
+			// string on it could matter here.
+			posting = true
+			s.skipRest()
+			s.eatEOL()
+			continue
+		}
 		t := s.next()
 		switch t.kind {
 		case tEOL:
@@ -628,6 +720,10 @@ func (s *scanner) directive(dated bool) {
 				break
 			}
 			posting = true
+			if !s.postings {
+				s.restOfLine()
+				break
+			}
 			acct := w
 			if isFlag(w) {
 				m := s.mark()
@@ -638,10 +734,7 @@ func (s *scanner) directive(dated bool) {
 				}
 				s.reset(m)
 			}
-			posts = append(posts, s.normalized(t.start))
-			if acct != "" {
-				accts = append(accts, acct)
-			}
+			s.postList = append(s.postList, Posting{Account: acct, Text: s.normalized(t.start)})
 		default:
 			s.restOfLine()
 		}
@@ -662,6 +755,14 @@ func (s *scanner) directive(dated bool) {
 	default:
 		b.EndLine = endLine
 	}
+	end := s.p
+	if end > start && s.src[end-1] == '\n' {
+		end--
+	}
+	if end > start && s.src[end-1] == '\r' {
+		end--
+	}
+	b.Text = s.str[start:end]
 	b.Offset += s.base
 
 	if b.Kind == KindTransaction || b.Kind == KindDocument {
@@ -673,8 +774,7 @@ func (s *scanner) directive(dated bool) {
 	b.Tags = s.keep(tags)
 	b.Accounts = s.keep(accts)
 	b.Currencies = s.keep(curs)
-	b.Postings = s.keep(posts)
-	s.links, s.tagl, s.accts, s.curs, s.posts = links, tags, accts, curs, posts
+	s.links, s.tagl, s.accts, s.curs = links, tags, accts, curs
 	if len(s.ma) > metaStart {
 		b.Meta = s.ma[metaStart:len(s.ma):len(s.ma)]
 	}

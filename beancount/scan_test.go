@@ -37,8 +37,8 @@ func ledgerFiles(tb testing.TB) []string {
 
 // checkSpans checks the invariants of Scan's blocks against src: spans
 // inside the file, ordered, non-overlapping, each [Line, EndLine] exactly
-// the slice Fava cuts, Offset at the start of Line, and links and tags
-// within Beancount's grammar.
+// the slice Fava cuts, Offset at the start of Line, Text lines Line to
+// LastLine from there, and links and tags within Beancount's grammar.
 func checkSpans(tb testing.TB, src []byte, blocks []beancount.Block) {
 	tb.Helper()
 	text := string(checksum.Normalize(src))
@@ -67,6 +67,17 @@ func checkSpans(tb testing.TB, src []byte, blocks []beancount.Block) {
 		atOff = b.Offset
 		if got := atLine; got != b.Line {
 			tb.Fatalf("block %d: Offset %d is on line %d, Line is %d", i, b.Offset, got, b.Line)
+		}
+		if !strings.HasPrefix(string(src[b.Offset:]), b.Text) || countBreaks([]byte(b.Text)) != b.LastLine-b.Line {
+			tb.Fatalf("block %d: Text %q is not lines %d to %d at offset %d", i, b.Text, b.Line, b.LastLine, b.Offset)
+		}
+		if rest := src[b.Offset+len(b.Text):]; len(rest) > 0 && rest[0] != '\n' && rest[0] != '\r' || b.Text != "" && b.Text[len(b.Text)-1] == '\r' && len(rest) > 0 && rest[0] == '\n' {
+			tb.Fatalf("block %d: Text %q does not end at the end of line %d", i, b.Text, b.LastLine)
+		}
+		for _, p := range b.Postings() {
+			if p.Text == "" || strings.ContainsAny(p.Text, "\n\r") && !strings.Contains(p.Text, "\"") {
+				tb.Fatalf("block %d: posting %+v", i, p)
+			}
 		}
 		for _, l := range b.Links {
 			if !linkRE.MatchString(l) {
@@ -177,6 +188,9 @@ func TestScan(t *testing.T) {
 		name string
 		src  string
 		want []beancount.Block // only the fields set here are compared
+		// postings are the Postings of the first block, as account and
+		// text, if set.
+		postings []beancount.Posting
 	}{
 		{
 			name: "LinksInCommentsAndStringsDoNotCount",
@@ -184,24 +198,29 @@ func TestScan(t *testing.T) {
 				"2024-01-02 * \"p ^s1\" \"n #s2\" ^real ; ^c4\n  memo: \"^s3\"\n  kind: #tagval\n  A:B 1 USD ; #c5\n  C:D\n",
 			want: []beancount.Block{{Kind: beancount.KindTransaction, Line: 4, EndLine: 8, LastLine: 8, Date: "2024-01-02", Flag: "*",
 				Payee: "p ^s1", Narration: "n #s2", Links: []string{"real"},
-				Meta:     []beancount.Meta{{Key: "memo", Value: "^s3", Line: 5}, {Key: "kind", Value: "#tagval", Line: 6}},
-				Accounts: []string{"A:B", "C:D"}, Postings: []string{"A:B 1 USD", "C:D"}}},
+				Meta: []beancount.Meta{{Key: "memo", Value: "^s3", Line: 5}, {Key: "kind", Value: "#tagval", Line: 6}},
+				Text: "2024-01-02 * \"p ^s1\" \"n #s2\" ^real ; ^c4\n  memo: \"^s3\"\n  kind: #tagval\n  A:B 1 USD ; #c5\n  C:D"}},
+			postings: []beancount.Posting{{Account: "A:B", Text: "A:B 1 USD"}, {Account: "C:D", Text: "C:D"}},
 		},
 		{
 			name: "MultiLineStringIsPartOfItsBlock",
 			src:  "2024-01-02 * \"one\ntwo ^no\n\nthree\" ^yes\n  A:B 1 USD\n  C:D\n2024-01-03 open A:B\n",
 			want: []beancount.Block{
-				{Kind: beancount.KindTransaction, Line: 1, EndLine: 1, LastLine: 6, Narration: "one\ntwo ^no\n\nthree", Links: []string{"yes"}, Accounts: []string{"A:B", "C:D"}},
-				{Kind: beancount.KindOpen, Line: 7, EndLine: 7, LastLine: 7, Accounts: []string{"A:B"}},
+				{Kind: beancount.KindTransaction, Line: 1, EndLine: 1, LastLine: 6, Narration: "one\ntwo ^no\n\nthree", Links: []string{"yes"},
+					Text: "2024-01-02 * \"one\ntwo ^no\n\nthree\" ^yes\n  A:B 1 USD\n  C:D"},
+				{Kind: beancount.KindOpen, Line: 7, EndLine: 7, LastLine: 7, Accounts: []string{"A:B"}, Text: "2024-01-03 open A:B"},
 			},
+			postings: []beancount.Posting{{Account: "A:B", Text: "A:B 1 USD"}, {Account: "C:D", Text: "C:D"}},
 		},
 		{
 			name: "CRLF",
 			src:  "2024-01-02 * \"a\r\nb\" ^l1\r\n  k1: \"v\"\r\n  A:B  1 USD\r\n\r\n2024-01-03 close A:B\r\n",
 			want: []beancount.Block{
-				{Kind: beancount.KindTransaction, Line: 1, EndLine: 1, LastLine: 4, Narration: "a\nb", Links: []string{"l1"}, Meta: []beancount.Meta{{Key: "k1", Value: "v", Line: 3}}},
-				{Kind: beancount.KindClose, Line: 6, EndLine: 6, LastLine: 6, Accounts: []string{"A:B"}},
+				{Kind: beancount.KindTransaction, Line: 1, EndLine: 1, LastLine: 4, Narration: "a\nb", Links: []string{"l1"}, Meta: []beancount.Meta{{Key: "k1", Value: "v", Line: 3}},
+					Text: "2024-01-02 * \"a\r\nb\" ^l1\r\n  k1: \"v\"\r\n  A:B  1 USD"},
+				{Kind: beancount.KindClose, Line: 6, EndLine: 6, LastLine: 6, Accounts: []string{"A:B"}, Text: "2024-01-03 close A:B"},
 			},
+			postings: []beancount.Posting{{Account: "A:B", Text: "A:B 1 USD"}},
 		},
 		{
 			name: "PushtagPoptag",
@@ -263,14 +282,16 @@ func TestScan(t *testing.T) {
 			},
 		},
 		{
-			name: "TabsAndNoTrailingNewline",
-			src:  "2024-01-02\t!\t\"x\"\t#t\n\tA:B\t1 USD\n\t! C:D",
-			want: []beancount.Block{{Kind: beancount.KindTransaction, Flag: "!", Line: 1, EndLine: 3, LastLine: 3, Tags: []string{"t"}, Accounts: []string{"A:B", "C:D"}, Postings: []string{"A:B 1 USD", "! C:D"}}},
+			name:     "TabsAndNoTrailingNewline",
+			src:      "2024-01-02\t!\t\"x\"\t#t\n\tA:B\t1 USD\n\t! C:D",
+			want:     []beancount.Block{{Kind: beancount.KindTransaction, Flag: "!", Line: 1, EndLine: 3, LastLine: 3, Tags: []string{"t"}, Text: "2024-01-02\t!\t\"x\"\t#t\n\tA:B\t1 USD\n\t! C:D"}},
+			postings: []beancount.Posting{{Account: "A:B", Text: "A:B 1 USD"}, {Account: "C:D", Text: "! C:D"}},
 		},
 		{
-			name: "PostingMetadataIsNotEntryMetadata",
-			src:  "2024-01-02 * \"x\"\n  aa: 1\n  A:B 1 USD\n  bb: 2\n      cc: \"3\"\n  C:D\n",
-			want: []beancount.Block{{Kind: beancount.KindTransaction, Meta: []beancount.Meta{{Key: "aa", Value: "1", Line: 2}}, Accounts: []string{"A:B", "C:D"}}},
+			name:     "PostingMetadataIsNotEntryMetadata",
+			src:      "2024-01-02 * \"x\"\n  aa: 1\n  A:B 1 USD\n  bb: 2\n      cc: \"3\"\n  C:D\n",
+			want:     []beancount.Block{{Kind: beancount.KindTransaction, Meta: []beancount.Meta{{Key: "aa", Value: "1", Line: 2}}}},
+			postings: []beancount.Posting{{Account: "A:B", Text: "A:B 1 USD"}, {Account: "C:D", Text: "C:D"}},
 		},
 		{
 			name: "IgnoredLineStarts",
@@ -286,6 +307,14 @@ func TestScan(t *testing.T) {
 			}
 			for i, w := range tc.want {
 				compareSet(t, i, got[i], w)
+				if got[i].Kind != beancount.KindTransaction && got[i].Postings() != nil {
+					t.Errorf("block %d, a %s, has postings", i, got[i].Kind)
+				}
+			}
+			if tc.postings != nil {
+				if p := got[0].Postings(); !reflect.DeepEqual(p, tc.postings) {
+					t.Errorf("postings %q, want %q", p, tc.postings)
+				}
 			}
 		})
 	}

@@ -171,10 +171,14 @@ func scanLedger(main, prefix, metaKey string) (*scanReport, error) {
 				}
 			}
 			if b.Kind == beancount.KindTransaction {
-				sig := strings.Join(append([]string{b.Date, b.Payee, b.Narration}, b.Postings...), "\x00")
+				postings := []string{}
+				for _, p := range b.Postings() {
+					postings = append(postings, p.Text)
+				}
+				sig := strings.Join(append([]string{b.Date, b.Payee, b.Narration}, postings...), "\x00")
 				a := txns[sig]
 				if a == nil {
-					a = &txnAcc{t: scanTxn{Date: b.Date, Payee: b.Payee, Narration: b.Narration, Postings: b.Postings}}
+					a = &txnAcc{t: scanTxn{Date: b.Date, Payee: b.Payee, Narration: b.Narration, Postings: postings}}
 					txns[sig] = a
 					txnOrder = append(txnOrder, sig)
 				}
@@ -199,9 +203,6 @@ func scanLedger(main, prefix, metaKey string) (*scanReport, error) {
 	for _, sig := range txnOrder {
 		if a := txns[sig]; len(a.locs) > 1 {
 			a.t.Locations = a.locs
-			if a.t.Postings == nil {
-				a.t.Postings = []string{}
-			}
 			rep.DuplicateTransactions = append(rep.DuplicateTransactions, a.t)
 		}
 	}
