@@ -1,10 +1,12 @@
 package beancount_test
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/favaproxy/favaproxy/beancount"
@@ -41,7 +43,17 @@ func FuzzScan(f *testing.F) {
 		f.Add(src)
 	}
 	f.Fuzz(func(t *testing.T, src []byte) {
-		checkSpans(t, src, beancount.Scan(src))
+		blocks := beancount.Scan(src)
+		checkSpans(t, src, blocks)
+		// A scan in two parts, split at the first line past the middle,
+		// is the same scan.
+		if i := bytes.IndexAny(src[len(src)/2:], "\r\n"); i >= 0 {
+			_, want, _ := beancount.ScanSplit(src, -1)
+			got, state, _ := beancount.ScanSplit(src, len(src)/2+i+1)
+			if state != want || !reflect.DeepEqual(got, blocks) {
+				t.Fatalf("split at %d: state %s, want %s; blocks %+v, want %+v", len(src)/2+i+1, state, want, got, blocks)
+			}
+		}
 	})
 }
 

@@ -485,8 +485,7 @@ func (ix *Index) fullScan(fh *os.File, path string, id identity, now time.Time) 
 		id.size = int64(len(src))
 		id.mtime = time.Time{}
 	}
-	s := newScanner(src, owned(src), 0, 1, nil)
-	s.run()
+	s := scanWhole(src, owned(src))
 	f := &fileIndex{path: path, id: id, racy: racy(id.mtime, now), unterminated: s.noClose >= 0}
 	h := sha256.New()
 	h.Write(checksum.Normalize(src))

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"os"
+	"runtime"
 	"strings"
 	"unicode/utf8"
 	"unsafe"
@@ -129,9 +130,7 @@ func (b *Block) Postings() []Posting {
 // raw file; "\r\n" and lone "\r" end lines as they do for Fava (universal
 // newlines). Scan never panics, whatever src holds.
 func Scan(src []byte) []Block {
-	s := newScanner(src, string(src), 0, 1, nil)
-	s.run()
-	return s.blocks
+	return scanWhole(src, string(src)).blocks
 }
 
 // ScanFile reads the file at path and scans it as Scan does. It saves the
@@ -142,9 +141,7 @@ func ScanFile(path string) ([]Block, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := newScanner(src, owned(src), 0, 1, nil)
-	s.run()
-	return s.blocks, nil
+	return scanWhole(src, owned(src)).blocks, nil
 }
 
 // owned returns b as a string without copying it. Only for bytes that are
@@ -188,11 +185,105 @@ type scanner struct {
 func newScanner(src []byte, str string, base, line int, tags []string) *scanner {
 	s := &scanner{src: src, str: str, ln: line, noClose: -1, base: base, prevTagsBlock: -1}
 	s.tags = append(s.tags, tags...)
-	lines := bytes.Count(src, []byte{'\n'})
-	s.blocks = make([]Block, 0, lines/4+16)
-	s.sa = make([]string, 0, lines/4+16)
-	s.buf.Grow(len(src)/64 + 64)
+	s.reserve(src, len(src))
 	return s
+}
+
+// reserve sizes the arenas for scanning part and the list of blocks for
+// a source of size bytes like part, so that they rarely grow.
+func (s *scanner) reserve(part []byte, size int) {
+	lines := bytes.Count(part, []byte{'\n'})
+	s.blocks = make([]Block, 0, (lines/4+16)*size/max(len(part), 1))
+	s.sa = make([]string, 0, lines/4+16)
+	s.buf.Grow(len(part)/64 + 64)
+}
+
+// splitMin is the size from which scanWhole scans a file in two parts at
+// once.
+var splitMin = 1 << 20
+
+// scanWhole scans all of src, as newScanner(src, str, 0, 1, nil).run()
+// does. A large file is scanned in two parts on two goroutines: the second
+// part from a line that starts with a digit, past the middle, the first up
+// to that line. The parts are joined when the first scan ends exactly at
+// that line with no tags pushed, which makes the second scan's start the
+// state a scan of the whole file would be in there; otherwise (a string or
+// a pushtag spanning the split, rare) the first scan simply goes on to the
+// end.
+func scanWhole(src []byte, str string) *scanner {
+	split := -1
+	if len(src) >= splitMin && runtime.GOMAXPROCS(0) > 1 {
+		split = splitPoint(src)
+	}
+	s, _ := scanSplit(src, str, split)
+	return s
+}
+
+// scanSplit scans src as scanWhole does, with the second part from split,
+// or in one part if split <= 0, and reports whether it joined two parts.
+func scanSplit(src []byte, str string, split int) (s *scanner, joined bool) {
+	if split <= 0 || split >= len(src) {
+		s := newScanner(src, str, 0, 1, nil)
+		s.run()
+		return s, false
+	}
+	done := make(chan *scanner)
+	go func() {
+		t := newScanner(src[split:], str[split:], split, 1, nil)
+		t.run()
+		done <- t
+	}()
+	s = &scanner{src: src, str: str, ln: 1, noClose: -1, prevTagsBlock: -1}
+	s.reserve(src[:split], len(src))
+	s.runTo(split)
+	t := <-done
+	if s.p != split || len(s.tags) > 0 {
+		s.run()
+		return s, false
+	}
+	s.join(t, split)
+	return s, true
+}
+
+// splitPoint returns the offset of the first line past the middle of src
+// that starts with a digit (a dated directive, unless a string spans it),
+// or -1.
+func splitPoint(src []byte) int {
+	p := len(src) / 2
+	for {
+		i := bytes.IndexByte(src[p:], '\n')
+		if i < 0 {
+			return -1
+		}
+		p += i + 1
+		if p < len(src) && src[p] >= '0' && src[p] <= '9' {
+			return p
+		}
+	}
+}
+
+// join appends the scan t of the source from offset split, which s has
+// reached in the state t started in, to s.
+func (s *scanner) join(t *scanner, split int) {
+	d := s.ln - 1
+	for i := range t.blocks {
+		b := &t.blocks[i]
+		b.Line += d
+		b.EndLine += d
+		b.LastLine += d
+		for j := range b.Meta {
+			b.Meta[j].Line += d
+		}
+	}
+	if t.prevTagsBlock >= 0 {
+		s.prevTags, s.prevTagsBlock = t.prevTags, t.prevTagsBlock+len(s.blocks)
+	}
+	s.blocks = append(s.blocks, t.blocks...)
+	s.tags = t.tags
+	if s.noClose < 0 && t.noClose >= 0 {
+		s.noClose = t.noClose + split
+	}
+	s.p, s.ln = len(s.src), t.ln+d
 }
 
 // token kinds
@@ -471,9 +562,13 @@ func (s *scanner) blankLine(p int) bool {
 }
 
 // run scans from the cursor to the end.
-func (s *scanner) run() {
+func (s *scanner) run() { s.runTo(len(s.src)) }
+
+// runTo scans from the cursor until it reaches stop or passes it: the
+// directive that starts before stop is read to its end.
+func (s *scanner) runTo(stop int) {
 	src := s.src
-	for s.p < len(src) {
+	for s.p < stop {
 		c := src[s.p]
 		switch {
 		case c >= '0' && c <= '9':

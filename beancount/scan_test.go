@@ -2,6 +2,7 @@ package beancount_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -331,5 +332,49 @@ func compareSet(t *testing.T, i int, got, want beancount.Block) {
 		if !reflect.DeepEqual(g.Field(f).Interface(), w.Field(f).Interface()) {
 			t.Errorf("block %d: %s=%#v, want %#v", i, w.Type().Field(f).Name, g.Field(f).Interface(), w.Field(f).Interface())
 		}
+	}
+}
+
+// splitInputs are ledgers whose split scans TestScanSplit compares: the
+// fuzz seeds, the test ledgers, and cases built to straddle a split.
+func splitInputs(tb testing.TB) map[string][]byte {
+	in := map[string][]byte{
+		"pushtag across": []byte("2024-01-01 open A:B\n\npushtag #p\n\n2024-01-02 * \"x\"\n  A:B 1 USD\n\n2024-01-03 * \"y\"\n  A:B 1 USD\n\npoptag #p\n2024-01-04 * \"z\" #q\n  A:B 1 USD\n"),
+		"string across":  []byte("2024-01-01 * \"a\n\n2024-01-02 open A:B\n\" ^l1\n  A:B 1 USD\n2024-01-03 * \"b\" ^l2\n  k: \"m\n2024\"\n  A:B 1 USD\n"),
+		"unterminated":   []byte("2024-01-01 open A:B\n2024-01-02 * \"open ^x\n2024-01-03 * \"ok\" ^y\n  A:B 1 USD\n"),
+		"crlf and meta":  []byte("2024-01-01 open A:B\r\n  k: 1\r\n\r\n2024-01-02 * \"p\" \"n\"\r\n  m: \"v\"\r\n  A:B  1  USD\r\n\r\n2024-01-03 balance A:B 1 USD\r\n"),
+	}
+	for i, s := range fuzzSeeds {
+		in[fmt.Sprintf("seed %d", i)] = []byte(s)
+	}
+	for _, path := range ledgerFiles(tb) {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		in[path] = src
+	}
+	return in
+}
+
+// TestScanSplit scans each input in two parts split at every offset and
+// compares the blocks and the end state with a scan in one part: a split
+// that cannot be joined must fall back, one that can must join exactly.
+func TestScanSplit(t *testing.T) {
+	joins := 0
+	for name, src := range splitInputs(t) {
+		want, wantState, _ := beancount.ScanSplit(src, -1)
+		for split := 1; split < len(src); split++ {
+			got, state, joined := beancount.ScanSplit(src, split)
+			if joined {
+				joins++
+			}
+			if state != wantState || !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s split at %d (joined %v): state %s, want %s\ngot  %+v\nwant %+v", name, split, joined, state, wantState, got, want)
+			}
+		}
+	}
+	if joins == 0 {
+		t.Fatal("no split was joined")
 	}
 }
