@@ -185,17 +185,20 @@ type scanner struct {
 func newScanner(src []byte, str string, base, line int, tags []string) *scanner {
 	s := &scanner{src: src, str: str, ln: line, noClose: -1, base: base, prevTagsBlock: -1}
 	s.tags = append(s.tags, tags...)
-	s.reserve(src, len(src))
+	lines := bytes.Count(src, []byte{'\n'})
+	s.reserve(lines, make([]Block, 0, blocksFor(lines)))
 	return s
 }
 
-// reserve sizes the arenas for scanning part and the list of blocks for
-// a source of size bytes like part, so that they rarely grow.
-func (s *scanner) reserve(part []byte, size int) {
-	lines := bytes.Count(part, []byte{'\n'})
-	s.blocks = make([]Block, 0, (lines/4+16)*size/max(len(part), 1))
+// blocksFor estimates how many blocks a source of so many lines holds.
+func blocksFor(lines int) int { return lines/4 + 16 }
+
+// reserve sizes the arenas for scanning a source of so many lines, and
+// takes blocks as the list of blocks.
+func (s *scanner) reserve(lines int, blocks []Block) {
+	s.blocks = blocks
 	s.sa = make([]string, 0, lines/4+16)
-	s.buf.Grow(len(part)/64 + 64)
+	s.buf.Grow(lines/2 + 64)
 }
 
 // splitMin is the size from which scanWhole scans a file in two parts at
@@ -227,21 +230,27 @@ func scanSplit(src []byte, str string, split int) (s *scanner, joined bool) {
 		s.run()
 		return s, false
 	}
+	// One list of blocks for both parts: the first part's at its start,
+	// the second's after room for as many as the first is likely to have.
+	la, lb := bytes.Count(src[:split], []byte{'\n'}), bytes.Count(src[split:], []byte{'\n'})
+	na := blocksFor(la)
+	all := make([]Block, na+blocksFor(lb))
 	done := make(chan *scanner)
 	go func() {
-		t := newScanner(src[split:], str[split:], split, 1, nil)
+		t := &scanner{src: src[split:], str: str[split:], ln: 1, noClose: -1, base: split, prevTagsBlock: -1}
+		t.reserve(lb, all[na:na])
 		t.run()
 		done <- t
 	}()
 	s = &scanner{src: src, str: str, ln: 1, noClose: -1, prevTagsBlock: -1}
-	s.reserve(src[:split], len(src))
+	s.reserve(la, all[:0:na])
 	s.runTo(split)
 	t := <-done
 	if s.p != split || len(s.tags) > 0 {
 		s.run()
 		return s, false
 	}
-	s.join(t, split)
+	s.join(t, split, all)
 	return s, true
 }
 
@@ -264,7 +273,7 @@ func splitPoint(src []byte) int {
 
 // join appends the scan t of the source from offset split, which s has
 // reached in the state t started in, to s.
-func (s *scanner) join(t *scanner, split int) {
+func (s *scanner) join(t *scanner, split int, all []Block) {
 	d := s.ln - 1
 	for i := range t.blocks {
 		b := &t.blocks[i]
@@ -278,7 +287,16 @@ func (s *scanner) join(t *scanner, split int) {
 	if t.prevTagsBlock >= 0 {
 		s.prevTags, s.prevTagsBlock = t.prevTags, t.prevTagsBlock+len(s.blocks)
 	}
-	s.blocks = append(s.blocks, t.blocks...)
+	n, at := len(s.blocks), cap(s.blocks)
+	if unsafe.SliceData(s.blocks) == unsafe.SliceData(all) && unsafe.SliceData(t.blocks) == unsafe.SliceData(all[at:]) {
+		// Both parts are still where they started in all: close the gap,
+		// and clear what is left behind of the second part.
+		s.blocks = all[:n+len(t.blocks)]
+		copy(s.blocks[n:], t.blocks)
+		clear(all[len(s.blocks) : at+len(t.blocks)])
+	} else {
+		s.blocks = append(s.blocks, t.blocks...)
+	}
 	s.tags = t.tags
 	if s.noClose < 0 && t.noClose >= 0 {
 		s.noClose = t.noClose + split

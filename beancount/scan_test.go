@@ -344,6 +344,8 @@ func splitInputs(tb testing.TB) map[string][]byte {
 		"unterminated":   []byte("2024-01-01 open A:B\n2024-01-02 * \"open ^x\n2024-01-03 * \"ok\" ^y\n  A:B 1 USD\n"),
 		"crlf and meta":  []byte("2024-01-01 open A:B\r\n  k: 1\r\n\r\n2024-01-02 * \"p\" \"n\"\r\n  m: \"v\"\r\n  A:B  1  USD\r\n\r\n2024-01-03 balance A:B 1 USD\r\n"),
 	}
+	// More one-line blocks than a part's list is sized for.
+	in["one-line blocks"] = []byte(strings.Repeat("2024-01-01 open A:B\n", 60) + "2024-01-02 * \"x\"\n  A:B 1 USD\n" + strings.Repeat("2024-01-03 close A:B\n", 60))
 	for i, s := range fuzzSeeds {
 		in[fmt.Sprintf("seed %d", i)] = []byte(s)
 	}
