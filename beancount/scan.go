@@ -736,8 +736,10 @@ func metaKey(w string) (key, rest string, ok bool) {
 // directive scans one directive starting at the cursor, which is at the
 // start of a line.
 func (s *scanner) directive(dated bool) {
-	s.blocks = append(s.blocks, Block{Kind: KindUnknown, Line: s.ln, Offset: s.p})
-	b := &s.blocks[len(s.blocks)-1]
+	// The block is built here and appended when done: while the garbage
+	// collector runs, writes into the list cost a write barrier each.
+	blk := Block{Kind: KindUnknown, Line: s.ln, Offset: s.p}
+	b := &blk
 	strLines := s.strLines
 	links, tags, accts, curs := s.links[:0], s.tagl[:0], s.accts[:0], s.curs[:0]
 	start := s.p
@@ -891,6 +893,7 @@ func (s *scanner) directive(dated bool) {
 	if len(s.ma) > metaStart {
 		b.Meta = s.ma[metaStart:len(s.ma):len(s.ma)]
 	}
+	s.blocks = append(s.blocks, blk)
 }
 
 // keep copies a short list into the arena and returns a slice of it that
@@ -1108,7 +1111,7 @@ func (s *scanner) undatedHeader(b *Block, w string, tags *[]string) {
 		}
 		*tags = append(*tags, b.Value)
 		s.prevTags = append([]string(nil), s.tags...)
-		s.prevTagsBlock = len(s.blocks) - 1
+		s.prevTagsBlock = len(s.blocks) // the index this block gets
 		if w == "pushtag" {
 			s.tags = append(s.tags, b.Value)
 			break
