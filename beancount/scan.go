@@ -121,7 +121,8 @@ func (b *Block) Postings() []Posting {
 	}
 	// The scanner only reads its source.
 	src := unsafe.Slice(unsafe.StringData(b.Text), len(b.Text))
-	s := &scanner{src: src, str: b.Text, ln: b.Line, noClose: -1, prevTagsBlock: -1, postings: true}
+	s := scannerAt(src, b.Text, 0, b.Line, nil)
+	s.postings = true
 	s.directive(true)
 	return s.postList
 }
@@ -182,9 +183,18 @@ type scanner struct {
 	postList []Posting
 }
 
-func newScanner(src []byte, str string, base, line int, tags []string) *scanner {
+// scannerAt returns a scanner of src, the file from offset base on, which
+// starts on line with tags pushed. Its arenas are not sized yet.
+func scannerAt(src []byte, str string, base, line int, tags []string) *scanner {
 	s := &scanner{src: src, str: str, ln: line, noClose: -1, base: base, prevTagsBlock: -1}
 	s.tags = append(s.tags, tags...)
+	return s
+}
+
+// newScanner returns a scanner as scannerAt does, with its arenas sized
+// for src.
+func newScanner(src []byte, str string, base, line int, tags []string) *scanner {
+	s := scannerAt(src, str, base, line, tags)
 	lines := bytes.Count(src, []byte{'\n'})
 	s.reserve(lines, make([]Block, 0, blocksFor(lines)))
 	return s
@@ -237,12 +247,12 @@ func scanSplit(src []byte, str string, split int) (s *scanner, joined bool) {
 	all := make([]Block, na+blocksFor(lb))
 	done := make(chan *scanner)
 	go func() {
-		t := &scanner{src: src[split:], str: str[split:], ln: 1, noClose: -1, base: split, prevTagsBlock: -1}
+		t := scannerAt(src[split:], str[split:], split, 1, nil)
 		t.reserve(lb, all[na:na])
 		t.run()
 		done <- t
 	}()
-	s = &scanner{src: src, str: str, ln: 1, noClose: -1, prevTagsBlock: -1}
+	s = scannerAt(src, str, 0, 1, nil)
 	s.reserve(la, all[:0:na])
 	s.runTo(split)
 	t := <-done
@@ -250,7 +260,7 @@ func scanSplit(src []byte, str string, split int) (s *scanner, joined bool) {
 		s.run()
 		return s, false
 	}
-	s.join(t, split, all)
+	s.join(t, all)
 	return s, true
 }
 
@@ -271,9 +281,9 @@ func splitPoint(src []byte) int {
 	}
 }
 
-// join appends the scan t of the source from offset split, which s has
-// reached in the state t started in, to s.
-func (s *scanner) join(t *scanner, split int, all []Block) {
+// join appends to s the scan t of the source from offset t.base, which s
+// has reached in the state t started in; all is the list both write into.
+func (s *scanner) join(t *scanner, all []Block) {
 	d := s.ln - 1
 	for i := range t.blocks {
 		b := &t.blocks[i]
@@ -299,7 +309,7 @@ func (s *scanner) join(t *scanner, split int, all []Block) {
 	}
 	s.tags = t.tags
 	if s.noClose < 0 && t.noClose >= 0 {
-		s.noClose = t.noClose + split
+		s.noClose = t.noClose + t.base
 	}
 	s.p, s.ln = len(s.src), t.ln+d
 }
