@@ -109,3 +109,82 @@ func ErrorMessage(err error) string {
 		return "internal error"
 	}
 }
+
+// retryAfterError is an error whose answer tells the client when to retry.
+type retryAfterError struct {
+	err     error
+	seconds int
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+// WithRetryAfter wraps err so that its answer carries Retry-After: seconds.
+func WithRetryAfter(err error, seconds int) error {
+	return &retryAfterError{err: err, seconds: seconds}
+}
+
+// RetryAfter returns the seconds of the first WithRetryAfter in err's chain.
+func RetryAfter(err error) (seconds int, ok bool) {
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		return ra.seconds, true
+	}
+	return 0, false
+}
+
+// Reasons of refusals whose error code alone does not tell them apart
+// (both are EUnavailable).
+const (
+	ReasonQueueFull   = "queue_full"   // too many writes wait for the ledger
+	ReasonLockTimeout = "lock_timeout" // the ledger lock stayed busy for lock_timeout
+)
+
+// rejectError marks an error as a refusal for a reason.
+type rejectError struct {
+	err    error
+	reason string
+}
+
+func (e *rejectError) Error() string { return e.err.Error() }
+func (e *rejectError) Unwrap() error { return e.err }
+
+// Rejected wraps err so that it is counted as a refusal for reason.
+func Rejected(reason string, err error) error {
+	return &rejectError{err: err, reason: reason}
+}
+
+// RejectReason returns the reason of the first Rejected in err's chain, or "".
+func RejectReason(err error) string {
+	var re *rejectError
+	if errors.As(err, &re) {
+		return re.reason
+	}
+	return ""
+}
+
+// statusOf maps error codes to HTTP statuses. It is the only place that
+// does.
+var statusOf = map[string]int{
+	EInvalid:      400,
+	EUnauthorized: 401,
+	EForbidden:    403,
+	ENotFound:     404,
+	EConflict:     409,
+	ETooLarge:     413,
+	EMismatch:     422,
+	EUnavailable:  503,
+	EUpstream:     502,
+	ETimeout:      504,
+	EInternal:     500,
+	ECanceled:     499, // never sent: the client is gone; logs only
+}
+
+// HTTPStatus returns the HTTP status that answers err: the status of its
+// code, 500 for an error without one.
+func HTTPStatus(err error) int {
+	if s, ok := statusOf[ErrorCode(err)]; ok {
+		return s
+	}
+	return 500
+}

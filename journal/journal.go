@@ -44,6 +44,10 @@ const (
 	OutcomeReplayed = "replayed" // an idempotent retry answered from an earlier record
 	OutcomeMismatch = "mismatch" // an idempotency key reused for another request (422)
 	OutcomePartial  = "partial"  // fewer entries with the key in the ledger than were sent
+	// OutcomeUnknown: Fava did not answer a keyed add_entries (timeout,
+	// broken connection, a reply that is not Fava's) and the key was not in
+	// the ledger afterwards: Fava may still write it.
+	OutcomeUnknown = "unknown"
 	// OutcomeMerged: a stale PUT source that favaproxy merged three-way
 	// into the file's current text and wrote.
 	OutcomeMerged = "merged"

@@ -7,15 +7,15 @@ import (
 )
 
 // BenchmarkLockUnlock compares one uncontended acquire/release of the
-// in-process lock alone with the whole Ledger lock (in-process plus flock),
+// in-process lock alone with the whole File lock (in-process plus flock),
 // which is what a write or read through the proxy pays.
 func BenchmarkLockUnlock(b *testing.B) {
 	ctx := context.Background()
-	newLedger := func(b *testing.B) *Ledger {
+	newFile := func(b *testing.B) *File {
 		return New(filepath.Join(b.TempDir(), ".main.beancount.favaproxy.lock"))
 	}
 	b.Run("InProcessOnly", func(b *testing.B) {
-		l := newLedger(b)
+		l := newFile(b)
 		for b.Loop() {
 			if err := l.sem.Acquire(ctx, writerWeight); err != nil {
 				b.Fatal(err)
@@ -24,7 +24,7 @@ func BenchmarkLockUnlock(b *testing.B) {
 		}
 	})
 	b.Run("Exclusive", func(b *testing.B) {
-		l := newLedger(b)
+		l := newFile(b)
 		for b.Loop() {
 			release, err := l.Lock(ctx)
 			if err != nil {
@@ -34,7 +34,7 @@ func BenchmarkLockUnlock(b *testing.B) {
 		}
 	})
 	b.Run("Shared", func(b *testing.B) {
-		l := newLedger(b)
+		l := newFile(b)
 		for b.Loop() {
 			release, err := l.RLock(ctx)
 			if err != nil {
@@ -47,7 +47,7 @@ func BenchmarkLockUnlock(b *testing.B) {
 		// Readers overlapping another reader reuse the process's shared
 		// flock: only the turnstile pass, two non-blocking flock calls on
 		// the descriptor kept open.
-		l := newLedger(b)
+		l := newFile(b)
 		hold, err := l.RLock(ctx)
 		if err != nil {
 			b.Fatal(err)

@@ -2,7 +2,7 @@
 // goroutines of this process and every other process that locks the same
 // lock file (other favaproxy instances, `favaproxy lock -- CMD`).
 //
-// A Ledger is three locks taken in a fixed order:
+// A File lock is three locks taken in a fixed order:
 //
 //  1. an in-process lock, a FIFO weighted semaphore: a writer takes its whole
 //     weight, a reader one unit. Waits honour ctx;
@@ -69,7 +69,7 @@ const fileMode = 0o644
 // take one unit each, so up to writerWeight readers share the lock.
 const writerWeight = 1 << 30
 
-// Ledger is the lock of one ledger: an in-process writer-preferring RW lock
+// File is the lock of one ledger: an in-process writer-preferring RW lock
 // whose waits honour ctx, in front of flock(2) locks on a dedicated lock
 // file beside the ledger and its turnstile.
 //
@@ -82,7 +82,7 @@ const writerWeight = 1 << 30
 // FIFO across processes.
 //
 // The zero value is not usable; call New.
-type Ledger struct {
+type File struct {
 	path, gatePath string
 	sem            *semaphore.Weighted // in-process lock, taken before anything else
 
@@ -109,8 +109,8 @@ type Ledger struct {
 // New returns the lock whose file is path (config.Ledger.LockPath()); its
 // turnstile is path+GateSuffix. Both files are created with mode 0644 on
 // first use.
-func New(path string) *Ledger {
-	return &Ledger{
+func New(path string) *File {
+	return &File{
 		path:     path,
 		gatePath: path + GateSuffix,
 		file:     flock.New(path, flock.SetPermissions(fileMode)),
@@ -120,14 +120,14 @@ func New(path string) *Ledger {
 }
 
 // Path returns the lock file's path.
-func (l *Ledger) Path() string { return l.path }
+func (l *File) Path() string { return l.path }
 
 // Lock takes the lock exclusively: first in-process, then the turnstile
 // (closing it to new readers everywhere), then the exclusive file lock, then
 // it reopens the turnstile. When ctx ends before it holds the lock it returns
 // an error wrapping ctx.Err() and holds nothing. release may be called any
 // number of times; it never blocks.
-func (l *Ledger) Lock(ctx context.Context) (release func(), err error) {
+func (l *File) Lock(ctx context.Context) (release func(), err error) {
 	if err := l.sem.Acquire(ctx, writerWeight); err != nil {
 		return nil, l.waitErr("exclusive", err)
 	}
@@ -164,7 +164,7 @@ func (l *Ledger) Lock(ctx context.Context) (release func(), err error) {
 // turnstile (waiting while a writer anywhere waits), then, for the first
 // reader of the process, the shared file lock, which the last reader
 // releases. Errors and release behave as for Lock.
-func (l *Ledger) RLock(ctx context.Context) (release func(), err error) {
+func (l *File) RLock(ctx context.Context) (release func(), err error) {
 	if err := l.sem.Acquire(ctx, 1); err != nil {
 		return nil, l.waitErr("shared", err)
 	}
@@ -215,7 +215,7 @@ func (l *Ledger) RLock(ctx context.Context) (release func(), err error) {
 
 // Check reports whether the lock file and its turnstile can be opened
 // (created if missing), for readiness probes. It takes no lock.
-func (l *Ledger) Check() error {
+func (l *File) Check() error {
 	for _, p := range []string{l.path, l.gatePath} {
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY, fileMode)
 		if err != nil {
@@ -321,6 +321,6 @@ func poll(ctx context.Context, lf *lockFile, how int) error {
 	}
 }
 
-func (l *Ledger) waitErr(mode string, err error) error {
+func (l *File) waitErr(mode string, err error) error {
 	return fmt.Errorf("acquire %s lock %s: %w", mode, l.path, err)
 }

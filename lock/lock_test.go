@@ -12,7 +12,7 @@ import (
 	"github.com/favaproxy/favaproxy/lock"
 )
 
-func newLock(tb testing.TB) *lock.Ledger {
+func newLock(tb testing.TB) *lock.File {
 	tb.Helper()
 	return lock.New(filepath.Join(tb.TempDir(), ".main.beancount.favaproxy.lock"))
 }
@@ -126,7 +126,7 @@ func TestWriterPreferred(t *testing.T) {
 
 // waitQueued polls until a writer is queued on l, that is, until a reader
 // can no longer get in without waiting.
-func waitQueued(tb testing.TB, l *lock.Ledger) {
+func waitQueued(tb testing.TB, l *lock.File) {
 	tb.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {

@@ -275,7 +275,7 @@ func TestKilledHolderReplacedWithinOneSecond(t *testing.T) {
 // increment does one read-modify-write of the counter file, under l's
 // exclusive lock if locked. An unreadable counter (torn by a concurrent
 // writer) counts as 0, which is one more lost update.
-func increment(ctx context.Context, path string, l *lock.Ledger, locked bool) error {
+func increment(ctx context.Context, path string, l *lock.File, locked bool) error {
 	if locked {
 		release, err := l.Lock(ctx)
 		if err != nil {

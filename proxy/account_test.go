@@ -3,12 +3,12 @@ package proxy
 import (
 	"net/http"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/ledger"
 	"github.com/favaproxy/favaproxy/lock"
 )
 
@@ -31,7 +31,7 @@ func TestAddAccountConcurrent(t *testing.T) {
 	for _, style := range emuStyles {
 		t.Run(style, func(t *testing.T) {
 			lockPath := filepath.Join(t.TempDir(), "ledger.lock")
-			shared := Options{NewLocker: func(config.Ledger) (Locker, error) { return lock.New(lockPath), nil }}
+			shared := Options{NewLocker: func(config.Ledger) (ledger.Locker, error) { return lock.New(lockPath), nil }}
 			a := startEmu(t, style, emuOpts{options: shared})
 			b := startEmu(t, style, emuOpts{options: shared, main: a.main, upstreamURL: a.up.URL})
 			b.style = style
@@ -154,32 +154,6 @@ func TestAddAccountOutsideWriter(t *testing.T) {
 			}
 			if got := sleeps.busy(); got != 0 {
 				t.Fatalf("ledger lock held during a backoff wait")
-			}
-		})
-	}
-}
-
-// TestLedgerRoots pins the one rule add_entries and add_account share for a
-// ledger's root account names.
-func TestLedgerRoots(t *testing.T) {
-	custom := []string{"Aktiva", "Passiva", "Eigenkapital", "Ertrag", "Aufwand"}
-	for _, tc := range []struct {
-		name string
-		opts map[string][]string
-		want []string
-	}{
-		{"NoneSet", map[string][]string{"title": {"x"}}, nil},
-		{"AllSet", map[string][]string{"name_assets": {"Aktiva"}, "name_liabilities": {"Passiva"},
-			"name_equity": {"Eigenkapital"}, "name_income": {"Ertrag"}, "name_expenses": {"Aufwand"}}, custom},
-		{"LastWins", map[string][]string{"name_assets": {"Vermoegen", "Aktiva"}},
-			[]string{"Aktiva", "Liabilities", "Equity", "Income", "Expenses"}},
-		{"EmptyIgnored", map[string][]string{"name_assets": {""}, "name_income": {"Ertrag"}},
-			[]string{"Assets", "Liabilities", "Equity", "Ertrag", "Expenses"}},
-		{"InvalidMeansDefaults", map[string][]string{"name_assets": {"assets lower"}}, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := ledgerRoots(tc.opts); !slices.Equal(got, tc.want) {
-				t.Errorf("ledgerRoots=%q, want %q", got, tc.want)
 			}
 		})
 	}

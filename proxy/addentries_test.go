@@ -18,6 +18,7 @@ import (
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/internal/favatest"
 	"github.com/favaproxy/favaproxy/journal"
+	"github.com/favaproxy/favaproxy/ledger"
 	"github.com/favaproxy/favaproxy/lock"
 )
 
@@ -179,7 +180,7 @@ func TestAddEntriesSameKeyInSequence(t *testing.T) {
 				if got, want := resp.StatusCode, http.StatusOK; got != want {
 					t.Fatalf("request %d: status=%d, want %d; body %s", i, got, want, body)
 				}
-				replayed := resp.Header.Get(idemReplayHeader) == "true"
+				replayed := resp.Header.Get(ledger.ReplayedHeader) == "true"
 				if got, want := replayed, i > 0; got != want {
 					t.Errorf("request %d: replayed=%v, want %v", i, got, want)
 				}
@@ -305,8 +306,8 @@ func TestAddEntriesClientGivesUpAndRetries(t *testing.T) {
 		resp, got = putEntries(t, e.url, "alice", "k-slow", body)
 		return resp.StatusCode != http.StatusConflict
 	})
-	if resp.StatusCode != http.StatusOK || resp.Header.Get(idemReplayHeader) != "true" {
-		t.Fatalf("retry: status=%d replayed=%q body %s, want a 200 replay", resp.StatusCode, resp.Header.Get(idemReplayHeader), got)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(ledger.ReplayedHeader) != "true" {
+		t.Fatalf("retry: status=%d replayed=%q body %s, want a 200 replay", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader), got)
 	}
 	if n := strings.Count(e.ledgerText(t), "sluggish"); n != 1 {
 		t.Fatalf("entries in the ledger = %d, want 1", n)
@@ -362,8 +363,8 @@ func TestAddEntriesKeyLookalikesDoNotCount(t *testing.T) {
 	e := newAddEnv(t, favatest.Style130, extra)
 	e.start(t, Options{})
 	resp, body := putEntries(t, e.url, "alice", "k1", entriesBody(txn("real one")))
-	if resp.StatusCode != http.StatusOK || resp.Header.Get(idemReplayHeader) != "" {
-		t.Fatalf("status=%d replayed=%q %s, want a fresh write", resp.StatusCode, resp.Header.Get(idemReplayHeader), body)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(ledger.ReplayedHeader) != "" {
+		t.Fatalf("status=%d replayed=%q %s, want a fresh write", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader), body)
 	}
 	if n := strings.Count(e.ledgerText(t), "real one"); n != 1 {
 		t.Fatalf("entries = %d, want 1", n)
@@ -383,7 +384,7 @@ func TestAddEntriesBalanceAndNoteDedupe(t *testing.T) {
 				if resp.StatusCode != http.StatusOK {
 					t.Fatalf("request %d: status=%d %s", i, resp.StatusCode, b)
 				}
-				if got, want := resp.Header.Get(idemReplayHeader) == "true", i > 0; got != want {
+				if got, want := resp.Header.Get(ledger.ReplayedHeader) == "true", i > 0; got != want {
 					t.Errorf("request %d: replayed=%v, want %v", i, got, want)
 				}
 			}
@@ -407,8 +408,8 @@ func TestAddEntriesKeyFoundOnlyInLedger(t *testing.T) {
 	e := newAddEnv(t, favatest.Style127, extra)
 	e.start(t, Options{})
 	resp, body := putEntries(t, e.url, "alice", "k-ext", entriesBody(txn("anything")))
-	if resp.StatusCode != http.StatusOK || resp.Header.Get(idemReplayHeader) != "true" {
-		t.Fatalf("status=%d replayed=%q, want a 200 replay", resp.StatusCode, resp.Header.Get(idemReplayHeader))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(ledger.ReplayedHeader) != "true" {
+		t.Fatalf("status=%d replayed=%q, want a 200 replay", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader))
 	}
 	var m map[string]any
 	if err := json.Unmarshal([]byte(body), &m); err != nil || m["data"] != "Stored 1 entries." || m["success"] != true {
@@ -421,7 +422,7 @@ func TestAddEntriesKeyFoundOnlyInLedger(t *testing.T) {
 
 func TestAddEntriesRefusedBeforeAnyLock(t *testing.T) {
 	e := newAddEnv(t, favatest.Style130, "")
-	lk := newRWLock()
+	lk := ledger.NewRWLock()
 	e.start(t, sharedLock(lk))
 	release, err := lk.Lock(context.Background())
 	if err != nil {
@@ -470,23 +471,20 @@ func TestAddEntriesRefusedBeforeAnyLock(t *testing.T) {
 // queueBehindLock holds lk while requests from different users queue up
 // for the ledger one after the other (so that their arrival order is
 // known), then releases it and returns the answers in arrival order.
-func queueBehindLock(t *testing.T, e *addEnv, lk Locker, bodies []string) ([]*http.Response, []string) {
+func queueBehindLock(t *testing.T, e *addEnv, lk ledger.Locker, bodies []string) ([]*http.Response, []string) {
 	t.Helper()
 	release, err := lk.Lock(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := e.p.addStateOf(e.p.bySlug[testSlug])
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := e.p.bySlug[testSlug]
 	resps, got := make([]*http.Response, len(bodies)), make([]string, len(bodies))
 	var wg sync.WaitGroup
 	for i, body := range bodies {
 		wg.Go(func() {
 			resps[i], got[i] = putEntries(t, e.url, fmt.Sprint("user", i), "", body)
 		})
-		waitFor(t, "the request to queue", func() bool { return st.group.Len() == i+1 })
+		waitFor(t, "the request to queue", func() bool { return l.QueuedAdds() == i+1 })
 	}
 	release()
 	wg.Wait()
@@ -511,7 +509,7 @@ func TestGroupCommit(t *testing.T) {
 			t.Run(tc.name+"/"+style, func(t *testing.T) {
 				e := newAddEnv(t, style, "")
 				e.cfg.Batch.Disabled = tc.disabled
-				lk := newRWLock()
+				lk := ledger.NewRWLock()
 				e.start(t, sharedLock(lk))
 				resps, got := queueBehindLock(t, e, lk, bodies)
 				for i, resp := range resps {
@@ -579,7 +577,7 @@ func TestGroupCommitRefusedRequestFailsAlone(t *testing.T) {
 	for _, style := range styles {
 		t.Run(style, func(t *testing.T) {
 			e := newAddEnv(t, style, "")
-			lk := newRWLock()
+			lk := ledger.NewRWLock()
 			e.start(t, sharedLock(lk))
 			bodies := []string{
 				entriesBody(txn("good-0")), entriesBody(txn("good-1")),
@@ -623,8 +621,8 @@ func TestAddEntriesReplayAfterRestart(t *testing.T) {
 	}) // the first server stops here
 	e.start(t, Options{})
 	resp, got := putEntries(t, e.url, "alice", "k-r", body)
-	if resp.StatusCode != http.StatusOK || resp.Header.Get(idemReplayHeader) != "true" || got != first {
-		t.Fatalf("status=%d replayed=%q body %q, want a replay of %q", resp.StatusCode, resp.Header.Get(idemReplayHeader), got, first)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(ledger.ReplayedHeader) != "true" || got != first {
+		t.Fatalf("status=%d replayed=%q body %q, want a replay of %q", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader), got, first)
 	}
 	if n := strings.Count(e.ledgerText(t), "before restart"); n != 1 {
 		t.Fatalf("entries = %d, want 1", n)
@@ -634,7 +632,7 @@ func TestAddEntriesReplayAfterRestart(t *testing.T) {
 func TestAddEntriesKeyAcrossTwoServers(t *testing.T) {
 	e := newAddEnv(t, favatest.Style130, "")
 	e.front.delay.Store(int64(10 * time.Millisecond))
-	fileLock := func(lc config.Ledger) (Locker, error) { return lock.New(lc.LockPath()), nil }
+	fileLock := func(lc config.Ledger) (ledger.Locker, error) { return lock.New(lc.LockPath()), nil }
 	e.start(t, Options{NewLocker: fileLock})
 	urlA := e.url
 	e.start(t, Options{NewLocker: fileLock})
@@ -713,8 +711,8 @@ func TestAddEntriesTimeoutNotResent(t *testing.T) {
 		})
 	}
 	resp, b := putEntries(t, e.url, "alice", "k-t", entriesBody(txn("late-keyed")))
-	if resp.StatusCode != http.StatusOK || resp.Header.Get(idemReplayHeader) != "true" {
-		t.Fatalf("retry: status=%d replayed=%q %s, want a 200 replay", resp.StatusCode, resp.Header.Get(idemReplayHeader), b)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(ledger.ReplayedHeader) != "true" {
+		t.Fatalf("retry: status=%d replayed=%q %s, want a 200 replay", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader), b)
 	}
 	text := e.ledgerText(t)
 	if strings.Count(text, "late-keyed") != 1 || strings.Count(text, "late-plain") != 1 {

@@ -11,6 +11,7 @@ import (
 	"github.com/favaproxy/favaproxy/checksum"
 	"github.com/favaproxy/favaproxy/internal/favatest"
 	"github.com/favaproxy/favaproxy/journal"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // mixStep is one write of writeMix and what its journal record must say.
@@ -72,8 +73,8 @@ func writeMix(e *emuEnv) []mixStep {
 	step("alice", "add_entries", "PUT", "add_entries", journal.OutcomeOK, http.StatusOK, before, resp)
 	before = fileSum(tb, e.main)
 	resp, _ = e.callAs("alice", http.MethodPut, "add_entries", nil, body, http.Header{"Idempotency-Key": {"mix-1"}})
-	if got := resp.Header.Get(idemReplayHeader); got != "true" {
-		tb.Fatalf("retried add_entries: %s=%q, want true", idemReplayHeader, got)
+	if got := resp.Header.Get(ledger.ReplayedHeader); got != "true" {
+		tb.Fatalf("retried add_entries: %s=%q, want true", ledger.ReplayedHeader, got)
 	}
 	step("alice", "add_entries", "PUT", "add_entries", journal.OutcomeReplayed, http.StatusOK, before, resp)
 
@@ -90,8 +91,8 @@ func writeMix(e *emuEnv) []mixStep {
 	before = fileSum(tb, e.main)
 	resp, m = e.callAs("dave", http.MethodDelete, "source_slice", url.Values{"entry_hash": {eggs.hash}, "sha256sum": {eggs.sum}}, nil, nil)
 	e.wantSuccess("DELETE source_slice", resp, m)
-	if got := resp.Header.Get(RelocatedHeader); got != "true" {
-		tb.Fatalf("DELETE source_slice: %s=%q, want true", RelocatedHeader, got)
+	if got := resp.Header.Get(ledger.RelocatedHeader); got != "true" {
+		tb.Fatalf("DELETE source_slice: %s=%q, want true", ledger.RelocatedHeader, got)
 	}
 	step("dave", "source_slice", "DELETE", "source_slice", journal.OutcomeRelocated, http.StatusOK, before, resp)
 
@@ -107,8 +108,8 @@ func writeMix(e *emuEnv) []mixStep {
 	resp, m = e.callAs("erin", http.MethodPut, "source", nil, sourceBody{FilePath: e.main,
 		Source: strings.Replace(staleText, `"Milk"`, `"Oat milk"`, 1), SHA256: staleSum}, nil)
 	e.wantSuccess("stale PUT source", resp, m)
-	if got := resp.Header.Get(MergedHeader); got != "true" {
-		tb.Fatalf("stale PUT source: %s=%q, want true", MergedHeader, got)
+	if got := resp.Header.Get(ledger.MergedHeader); got != "true" {
+		tb.Fatalf("stale PUT source: %s=%q, want true", ledger.MergedHeader, got)
 	}
 	step("erin", "source", "PUT", "source", journal.OutcomeMerged, http.StatusOK, before, resp)
 

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // BenchmarkPassThrough compares a GET straight to the upstream with the same
@@ -43,7 +45,7 @@ func BenchmarkPassThrough(b *testing.B) {
 
 func BenchmarkRWLock(b *testing.B) {
 	ctx := context.Background()
-	l := newRWLock()
+	l := ledger.NewRWLock()
 	b.Run("Lock", func(b *testing.B) {
 		for b.Loop() {
 			release, _ := l.Lock(ctx)

@@ -47,11 +47,11 @@ var apiKinds = map[string]favaproxy.Kind{
 	"PUT upload_import_file": favaproxy.KindImport,
 }
 
-// classify returns the slug of the ledger a request is under ("" for none)
+// route returns the slug of the ledger a request is under ("" for none)
 // and its kind. Every method other than GET, HEAD and OPTIONS is a write,
 // wherever it goes: under an unknown slug it comes back as ("", KindWrite)
 // and is refused, because Fava has no writable route outside its ledgers.
-func (c *classifier) classify(method, path string) (slug string, kind favaproxy.Kind) {
+func (c *classifier) route(method, path string) (slug string, kind favaproxy.Kind) {
 	p := c.strip(cleanPath(path))
 	first, rest, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
 	safe := safeMethod(method)

@@ -69,7 +69,7 @@ func TestClassify(t *testing.T) {
 		{cp, "PUT", "//fava//main/api/source", "main", favaproxy.KindSource},
 		{cp, "GET", "/favaX/main/", "", favaproxy.KindStatic},
 	} {
-		slug, kind := tc.c.classify(tc.method, tc.path)
+		slug, kind := tc.c.route(tc.method, tc.path)
 		if slug != tc.slug || kind != tc.kind {
 			t.Errorf("classify(%q, %q) = %q, %q; want %q, %q", tc.method, tc.path, slug, kind, tc.slug, tc.kind)
 		}
@@ -96,7 +96,7 @@ func TestClassifyDecodesOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		slug, kind := c.classify("PUT", u.Path)
+		slug, kind := c.route("PUT", u.Path)
 		if slug != tc.slug || kind != tc.kind {
 			t.Errorf("PUT %s = %q, %q; want %q, %q", tc.target, slug, kind, tc.slug, tc.kind)
 		}
@@ -160,7 +160,7 @@ func FuzzClassify(f *testing.F) {
 			return
 		}
 		for _, c := range []*classifier{c, cp} {
-			slug, kind := c.classify(method, u.Path)
+			slug, kind := c.route(method, u.Path)
 			if slug != "" && !c.slugs[slug] {
 				t.Fatalf("classify(%q, %q) = unknown slug %q", method, u.Path, slug)
 			}
@@ -195,7 +195,7 @@ func BenchmarkClassify(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				c.classify(bc.method, bc.path)
+				c.route(bc.method, bc.path)
 			}
 		})
 	}

@@ -61,10 +61,10 @@ type emuOpts struct {
 	upstream func(http.Handler) http.Handler
 	// cfg adjusts the configuration.
 	cfg func(*config.Config)
-	// server adjusts the server before it serves (retry clock and sleep).
-	server func(*Server)
 	// options are the server's options.
 	options Options
+	// sleeps, if set, records the retries' waits instead of sleeping.
+	sleeps *fakeSleeps
 	// main reuses a ledger file instead of writing conflictLedger.
 	main string
 	// upstreamURL reuses a running upstream.
@@ -106,7 +106,13 @@ func startEmu(tb testing.TB, style string, o emuOpts) *emuEnv {
 	if err := cfg.Validate(); err != nil {
 		tb.Fatal(err)
 	}
-	env.p = startServer(tb, cfg, o.options, o.server)
+	if o.sleeps != nil {
+		o.sleeps.install(&o.options)
+	}
+	env.p = startServer(tb, cfg, o.options, nil)
+	if o.sleeps != nil {
+		o.sleeps.srv = env.p.Server
+	}
 	return env
 }
 
@@ -273,7 +279,7 @@ func startOutside(tb testing.TB, style string, times int, cfg func(*config.Confi
 	sleeps := &fakeSleeps{}
 	e := startEmu(tb, style, emuOpts{
 		upstream: func(h http.Handler) http.Handler { ow = &outsideWriter{next: h, times: times}; return ow },
-		server:   sleeps.install,
+		sleeps:   sleeps,
 		cfg:      cfg,
 	})
 	ow.file = e.main
@@ -285,4 +291,11 @@ func (o *outsideWriter) sourcePuts() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.puts
+}
+
+// sourceBody is the body of Fava's PUT source.
+type sourceBody struct {
+	FilePath string `json:"file_path"`
+	Source   string `json:"source"`
+	SHA256   string `json:"sha256sum"`
 }

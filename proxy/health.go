@@ -2,10 +2,10 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -15,6 +15,9 @@ import (
 // readyTimeout bounds each readiness probe of Fava.
 const readyTimeout = 5 * time.Second
 
+// errFavaStatus is a readiness probe that Fava answered with a 5xx.
+var errFavaStatus = errors.New("fava answered")
+
 // livez answers 200 while the process serves.
 func (s *Server) livez(c *echo.Context) error {
 	writeJSON(c.Response(), http.StatusOK, map[string]string{"status": "ok"})
@@ -22,9 +25,10 @@ func (s *Server) livez(c *echo.Context) error {
 }
 
 // readyz answers 200 when Fava answers (any status below 500 on GET of its
-// root), every ledger file is readable and every ledger lock can be taken
-// (its Check, for Lockers that have one); 503 otherwise. The body names
-// every check and what failed.
+// root) and every ledger can be written (Ledger.Check: its file readable,
+// its lock usable, its journal writable); 503 otherwise. The body names
+// every check and, for a failed one, a short reason; the details, which
+// may name files, go to the log only, since /readyz is not authenticated.
 func (s *Server) readyz(c *echo.Context) error {
 	checks := s.checks(c.Request().Context())
 	status, word := http.StatusOK, "ok"
@@ -37,28 +41,32 @@ func (s *Server) readyz(c *echo.Context) error {
 	return nil
 }
 
-// checks runs the readiness checks concurrently and returns "ok" or the
-// failure of each, keyed "upstream" and "ledger:<slug>".
+// checks runs the readiness checks concurrently and returns "ok" or a
+// short reason for each, keyed "upstream" and "ledger:<slug>".
 func (s *Server) checks(ctx context.Context) map[string]string {
 	var (
 		mu  sync.Mutex
 		out = make(map[string]string, 1+len(s.ledgers))
 		wg  sync.WaitGroup
 	)
-	set := func(k string, err error) {
+	set := func(k, reason string, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		out[k] = "ok"
 		if err != nil {
-			out[k] = err.Error()
+			out[k] = reason
+			s.log.Warn("not ready", "check", k, "err", err.Error())
 		}
 	}
-	wg.Go(func() { set("upstream", s.checkUpstream(ctx)) })
+	wg.Go(func() {
+		err := s.checkUpstream(ctx)
+		set("upstream", favaReason(err), err)
+	})
 	for _, l := range s.ledgers {
-		wg.Go(func() { set("ledger:"+l.slug, checkLedger(l)) })
+		wg.Go(func() { set("ledger:"+l.Slug(), "ledger unavailable", l.Check()) })
 	}
 	for name, check := range s.readyChecks {
-		wg.Go(func() { set(name, check(ctx)) })
+		wg.Go(func() { set(name, name+" failed", check(ctx)) })
 	}
 	wg.Wait()
 	return out
@@ -81,22 +89,15 @@ func (s *Server) checkUpstream(ctx context.Context) error {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode >= 500 {
-		return fmt.Errorf("fava answered %s", resp.Status)
+		return fmt.Errorf("%w: %s", errFavaStatus, resp.Status)
 	}
 	return nil
 }
 
-// checkLedger opens the ledger file for reading and checks its lock.
-func checkLedger(l *ledger) error {
-	f, err := os.Open(l.cfg.File)
-	if err != nil {
-		return fmt.Errorf("ledger file: %w", err)
+// favaReason is the short reason of a failed upstream check.
+func favaReason(err error) string {
+	if errors.Is(err, errFavaStatus) {
+		return "fava answered an error"
 	}
-	f.Close()
-	if c, ok := l.lock.(checker); ok {
-		if err := c.Check(); err != nil {
-			return fmt.Errorf("ledger lock: %w", err)
-		}
-	}
-	return nil
+	return "fava unreachable"
 }

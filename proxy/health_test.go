@@ -10,11 +10,12 @@ import (
 	"testing"
 
 	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // checkedLocker is a Locker with a Check that fails with err.
 type checkedLocker struct {
-	*rwLock
+	ledger.Locker
 	err error
 }
 
@@ -70,8 +71,8 @@ func TestHealth(t *testing.T) {
 			return Options{} // the file is removed once New has read its title
 		}, "ledger:" + testSlug},
 		{"LockBroken", func(t *testing.T, cfg *config.Config) Options {
-			return Options{NewLocker: func(config.Ledger) (Locker, error) {
-				return checkedLocker{newRWLock(), errors.New("lock file: permission denied")}, nil
+			return Options{NewLocker: func(config.Ledger) (ledger.Locker, error) {
+				return checkedLocker{ledger.NewRWLock(), errors.New("lock file: permission denied")}, nil
 			}}
 		}, "ledger:" + testSlug},
 	}
@@ -110,7 +111,7 @@ func TestServeShutdownFinishesWrites(t *testing.T) {
 		<-proceed
 		w.Write([]byte(`{"data": "ok"}`))
 	}))
-	lk := newRWLock()
+	lk := ledger.NewRWLock()
 	o := sharedLock(lk)
 	o.Logger = discardLogger()
 	s, err := New(testConfig(t, up.URL), o)

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // recordingUpstream records the X-Which header of every request it gets and
@@ -37,8 +37,8 @@ func (u *recordingUpstream) Seen() []string {
 }
 
 // sharedLock makes every ledger of a server use lk, so a test can hold it.
-func sharedLock(lk Locker) Options {
-	return Options{NewLocker: func(config.Ledger) (Locker, error) { return lk, nil }}
+func sharedLock(lk ledger.Locker) Options {
+	return Options{NewLocker: func(config.Ledger) (ledger.Locker, error) { return lk, nil }}
 }
 
 // putAsync sends a write in the background; its result arrives on the
@@ -64,7 +64,7 @@ func putAsync(ctx context.Context, url, which, user string) <-chan *http.Respons
 
 func TestLockTimeout(t *testing.T) {
 	up := &recordingUpstream{}
-	lk := newRWLock()
+	lk := ledger.NewRWLock()
 	cfg := testConfig(t, startUpstream(t, up).URL)
 	cfg.LockTimeout = 50 * time.Millisecond
 	p := startProxy(t, cfg, sharedLock(lk))
@@ -95,7 +95,7 @@ func TestLockTimeout(t *testing.T) {
 
 func TestClientDisconnectWhileWaiting(t *testing.T) {
 	up := &recordingUpstream{}
-	lk := newRWLock()
+	lk := ledger.NewRWLock()
 	p := startProxy(t, testConfig(t, startUpstream(t, up).URL), sharedLock(lk))
 	l := p.bySlug[testSlug]
 	url := p.URL + "/" + testSlug + "/api/add_entries"
@@ -107,16 +107,16 @@ func TestClientDisconnectWhileWaiting(t *testing.T) {
 	// A waits, behind the held lock, then gives up.
 	ctxA, cancelA := context.WithCancel(context.Background())
 	doneA := putAsync(ctxA, url, "A", "alice")
-	waitFor(t, "A to wait", func() bool { return l.waiting.Load() == 1 })
+	waitFor(t, "A to wait", func() bool { return l.Waiting() == 1 })
 	cancelA()
 	if resp := <-doneA; resp != nil {
 		t.Fatalf("A got status %d, want an aborted request", resp.StatusCode)
 	}
-	waitFor(t, "A to leave the queue", func() bool { return l.waiting.Load() == 0 && l.users.len() == 0 })
+	waitFor(t, "A to leave the queue", func() bool { return l.Waiting() == 0 && l.Users() == 0 })
 
 	// B, the same user, takes A's place and gets the lock once it is free.
 	doneB := putAsync(context.Background(), url, "B", "alice")
-	waitFor(t, "B to wait", func() bool { return l.waiting.Load() == 1 })
+	waitFor(t, "B to wait", func() bool { return l.Waiting() == 1 })
 	release()
 	if resp := <-doneB; resp == nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("B: %v, want 200", resp)
@@ -145,7 +145,7 @@ func TestWriteFinishesAfterClientLeaves(t *testing.T) {
 		}
 		io.WriteString(w, `{"data": "ok"}`)
 	}))
-	lk := newRWLock()
+	lk := ledger.NewRWLock()
 	o := sharedLock(lk)
 	logBuf := &syncBuffer{}
 	o.Logger = slog.New(slog.NewTextHandler(logBuf, nil))
@@ -209,7 +209,7 @@ func TestWriteFinishesAfterClientLeaves(t *testing.T) {
 
 func TestQueueFull(t *testing.T) {
 	up := &recordingUpstream{}
-	lk := newRWLock()
+	lk := ledger.NewRWLock()
 	cfg := testConfig(t, startUpstream(t, up).URL)
 	cfg.Limits.QueueDepth = 1
 	p := startProxy(t, cfg, sharedLock(lk))
@@ -221,7 +221,7 @@ func TestQueueFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	doneA := putAsync(context.Background(), url, "A", "alice")
-	waitFor(t, "A to wait", func() bool { return l.waiting.Load() == 1 })
+	waitFor(t, "A to wait", func() bool { return l.Waiting() == 1 })
 	resp, body := do(t, "PUT", url, `{"entries":[]}`, http.Header{"X-Which": {"B"}})
 	if got, want := resp.StatusCode, http.StatusServiceUnavailable; got != want {
 		t.Fatalf("status=%d, want %d", got, want)
@@ -237,69 +237,4 @@ func TestQueueFull(t *testing.T) {
 	if got, want := strings.Join(up.Seen(), ","), "A"; got != want {
 		t.Errorf("upstream saw %q, want %q", got, want)
 	}
-}
-
-func TestRWLock(t *testing.T) {
-	ctx := context.Background()
-	t.Run("WriterWaitsForReaders", func(t *testing.T) {
-		l := newRWLock()
-		r1, _ := l.RLock(ctx)
-		short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-		defer cancel()
-		if _, err := l.Lock(short); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Lock during a read: %v, want deadline exceeded", err)
-		}
-		r1()
-		w, err := l.Lock(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w()
-	})
-	t.Run("WaitingWriterHoldsBackNewReaders", func(t *testing.T) {
-		l := newRWLock()
-		r1, _ := l.RLock(ctx)
-		got := make(chan func(), 1)
-		go func() {
-			w, _ := l.Lock(ctx)
-			got <- w
-		}()
-		waitFor(t, "the writer to wait", func() bool {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			return l.waitingWriters == 1
-		})
-		short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-		defer cancel()
-		if _, err := l.RLock(short); err == nil {
-			t.Fatal("a new reader passed a waiting writer")
-		}
-		r1()
-		(<-got)()
-	})
-	t.Run("GivingUpWriterLetsReadersIn", func(t *testing.T) {
-		l := newRWLock()
-		r1, _ := l.RLock(ctx)
-		wctx, cancel := context.WithCancel(ctx)
-		errc := make(chan error, 1)
-		go func() {
-			_, err := l.Lock(wctx)
-			errc <- err
-		}()
-		waitFor(t, "the writer to wait", func() bool {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			return l.waitingWriters == 1
-		})
-		cancel()
-		if err := <-errc; !errors.Is(err, context.Canceled) {
-			t.Fatalf("Lock: %v, want canceled", err)
-		}
-		r2, err := l.RLock(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r1()
-		r2()
-	})
 }

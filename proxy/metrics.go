@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // Label values of favaproxy's metrics. A value outside its set is counted
@@ -26,19 +27,19 @@ const (
 	metricKindStatic = "static"
 
 	// mode of the lock histograms.
-	metricModeExclusive = "exclusive"
-	metricModeShared    = "shared"
+	metricModeExclusive = ledger.ModeExclusive
+	metricModeShared    = ledger.ModeShared
 
 	// kind of conflicts_total.
-	metricConflictFile      = "file"
-	metricConflictSlice     = "slice"
-	metricConflictEntryHash = "entry_hash"
+	metricConflictFile      = ledger.ConflictFile
+	metricConflictSlice     = ledger.ConflictSlice
+	metricConflictEntryHash = ledger.ConflictEntryHash
 
 	// resolution of conflicts_total.
-	metricResolutionRelocated = "relocated"
-	metricResolutionMerged    = "merged"
-	metricResolutionRetried   = "retried"
-	metricResolution409       = "answered_409"
+	metricResolutionRelocated = ledger.ResolutionRelocated
+	metricResolutionMerged    = ledger.ResolutionMerged
+	metricResolutionRetried   = ledger.ResolutionRetried
+	metricResolution409       = ledger.Resolution409
 
 	// reason of upstream_errors_total.
 	metricUpstreamDial      = "dial"
@@ -51,8 +52,8 @@ const (
 	metricRejectTooLarge     = "too_large"
 	metricRejectUnauthorized = "unauthorized"
 	metricRejectForbidden    = "forbidden"
-	metricRejectQueueFull    = "queue_full"
-	metricRejectLockTimeout  = "lock_timeout"
+	metricRejectQueueFull    = favaproxy.ReasonQueueFull
+	metricRejectLockTimeout  = favaproxy.ReasonLockTimeout
 )
 
 var (
@@ -243,79 +244,79 @@ func (m *metrics) request(kind favaproxy.Kind, code int, d time.Duration) {
 	m.requestDuration.WithLabelValues(k).Observe(d.Seconds())
 }
 
-// observeLockWait observes the wait for a ledger's lock; mode is
+// LockWait observes the wait for a ledger's lock; mode is
 // "exclusive" or "shared".
-func (m *metrics) observeLockWait(ledger, mode string, d time.Duration) {
+func (m *metrics) LockWait(ledger, mode string, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.lockWait.WithLabelValues(ledger, metricOneOf(mode, metricModes)).Observe(d.Seconds())
 }
 
-// observeLockHold observes how long a ledger's lock was held; mode is
+// LockHold observes how long a ledger's lock was held; mode is
 // "exclusive" or "shared".
-func (m *metrics) observeLockHold(ledger, mode string, d time.Duration) {
+func (m *metrics) LockHold(ledger, mode string, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.lockHold.WithLabelValues(ledger, metricOneOf(mode, metricModes)).Observe(d.Seconds())
 }
 
-// addQueueDepth moves the number of writes waiting for a ledger's lock by
+// QueueDepth moves the number of writes waiting for a ledger's lock by
 // delta: +1 when a write starts waiting, -1 when it stops.
-func (m *metrics) addQueueDepth(ledger string, delta int) {
+func (m *metrics) QueueDepth(ledger string, delta int) {
 	if m == nil {
 		return
 	}
 	m.queueDepth.WithLabelValues(ledger).Add(float64(delta))
 }
 
-// conflict counts a conflict on a ledger: kind is "file", "slice" or
+// Conflict counts a conflict on a ledger: kind is "file", "slice" or
 // "entry_hash"; resolution is "relocated", "merged", "retried" or
 // "answered_409".
-func (m *metrics) conflict(ledger, kind, resolution string) {
+func (m *metrics) Conflict(ledger, kind, resolution string) {
 	if m == nil {
 		return
 	}
 	m.conflicts.WithLabelValues(ledger, metricOneOf(kind, metricConflictKinds), metricOneOf(resolution, metricResolutions)).Inc()
 }
 
-// idempotentReplay counts a write answered from the journal.
-func (m *metrics) idempotentReplay(ledger string) {
+// IdempotentReplay counts a write answered from the journal.
+func (m *metrics) IdempotentReplay(ledger string) {
 	if m == nil {
 		return
 	}
 	m.idempotentReplays.WithLabelValues(ledger).Inc()
 }
 
-// idempotencyMismatch counts a key reused for a different request (422).
-func (m *metrics) idempotencyMismatch(ledger string) {
+// IdempotencyMismatch counts a key reused for a different request (422).
+func (m *metrics) IdempotencyMismatch(ledger string) {
 	if m == nil {
 		return
 	}
 	m.idempotencyMismatches.WithLabelValues(ledger).Inc()
 }
 
-// observeBatch observes the number of client requests in one upstream
+// Batch observes the number of client requests in one upstream
 // add_entries call.
-func (m *metrics) observeBatch(ledger string, requests int) {
+func (m *metrics) Batch(ledger string, requests int) {
 	if m == nil {
 		return
 	}
 	m.batchSize.WithLabelValues(ledger).Observe(float64(requests))
 }
 
-// observeUpstream observes how long Fava took to answer a forwarded request.
-func (m *metrics) observeUpstream(kind favaproxy.Kind, d time.Duration) {
+// Upstream observes how long Fava took to answer a forwarded request.
+func (m *metrics) Upstream(kind favaproxy.Kind, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.upstreamDuration.WithLabelValues(metricKind(kind)).Observe(d.Seconds())
 }
 
-// upstreamError counts a failed forward: reason is "dial", "timeout",
+// UpstreamError counts a failed forward: reason is "dial", "timeout",
 // "status_5xx" or "bad_reply".
-func (m *metrics) upstreamError(reason string) {
+func (m *metrics) UpstreamError(reason string) {
 	if m == nil {
 		return
 	}

@@ -39,15 +39,15 @@ func metricsExercise(tb testing.TB, m *metrics) {
 	tb.Helper()
 	m.addLedger("main")
 	m.request(favaproxy.KindAddEntries, 200, 30*time.Millisecond)
-	m.observeLockWait("main", metricModeExclusive, 2*time.Millisecond)
-	m.observeLockHold("main", metricModeExclusive, 20*time.Millisecond)
-	m.addQueueDepth("main", 3)
-	m.conflict("main", metricConflictFile, metricResolutionMerged)
-	m.idempotentReplay("main")
-	m.idempotencyMismatch("main")
-	m.observeBatch("main", 5)
-	m.observeUpstream(favaproxy.KindAddEntries, 15*time.Millisecond)
-	m.upstreamError(metricUpstreamDial)
+	m.LockWait("main", metricModeExclusive, 2*time.Millisecond)
+	m.LockHold("main", metricModeExclusive, 20*time.Millisecond)
+	m.QueueDepth("main", 3)
+	m.Conflict("main", metricConflictFile, metricResolutionMerged)
+	m.IdempotentReplay("main")
+	m.IdempotencyMismatch("main")
+	m.Batch("main", 5)
+	m.Upstream(favaproxy.KindAddEntries, 15*time.Millisecond)
+	m.UpstreamError(metricUpstreamDial)
 	m.reject(metricRejectInvalid)
 	if err := m.countUpstreamRestarts(func() int { return 2 }); err != nil {
 		tb.Fatal(err)
@@ -185,9 +185,9 @@ func TestMetricsMethods(t *testing.T) {
 		}
 	})
 	t.Run("LockWaitAndHold", func(t *testing.T) {
-		m.observeLockWait("main", metricModeExclusive, 1500*time.Millisecond)
-		m.observeLockWait("main", metricModeShared, time.Millisecond)
-		m.observeLockHold("main", metricModeExclusive, time.Second)
+		m.LockWait("main", metricModeExclusive, 1500*time.Millisecond)
+		m.LockWait("main", metricModeShared, time.Millisecond)
+		m.LockHold("main", metricModeExclusive, time.Second)
 		pb := metricsDTO(t, m.lockWait.WithLabelValues("main", "exclusive").(prometheus.Metric))
 		if got, want := pb.GetHistogram().GetSampleSum(), 1.5; got != want {
 			t.Errorf("lock_wait_seconds sum=%v, want %v (seconds)", got, want)
@@ -203,9 +203,9 @@ func TestMetricsMethods(t *testing.T) {
 		}
 	})
 	t.Run("QueueDepth", func(t *testing.T) {
-		m.addQueueDepth("main", 4)
-		m.addQueueDepth("main", 1)
-		m.addQueueDepth("main", -2)
+		m.QueueDepth("main", 4)
+		m.QueueDepth("main", 1)
+		m.QueueDepth("main", -2)
 		if got, want := testutil.ToFloat64(m.queueDepth.WithLabelValues("main")), 3.0; got != want {
 			t.Errorf("write_queue_depth=%v, want %v", got, want)
 		}
@@ -214,9 +214,9 @@ func TestMetricsMethods(t *testing.T) {
 		}
 	})
 	t.Run("Conflicts", func(t *testing.T) {
-		m.conflict("main", metricConflictEntryHash, metricResolutionRelocated)
-		m.conflict("main", metricConflictEntryHash, metricResolutionRelocated)
-		m.conflict("main", metricConflictFile, metricResolution409)
+		m.Conflict("main", metricConflictEntryHash, metricResolutionRelocated)
+		m.Conflict("main", metricConflictEntryHash, metricResolutionRelocated)
+		m.Conflict("main", metricConflictFile, metricResolution409)
 		for _, tc := range []struct {
 			kind, res string
 			want      float64
@@ -230,8 +230,8 @@ func TestMetricsMethods(t *testing.T) {
 	})
 	t.Run("UnknownLabelValueCountedAsOther", func(t *testing.T) {
 		before := testutil.CollectAndCount(m.conflicts)
-		m.conflict("main", "typo", "typo")
-		m.conflict("main", "typo2", "typo2")
+		m.Conflict("main", "typo", "typo")
+		m.Conflict("main", "typo2", "typo2")
 		if got, want := testutil.CollectAndCount(m.conflicts), before+1; got != want {
 			t.Errorf("conflict series=%d after two unknown values, want %d", got, want)
 		}
@@ -244,9 +244,9 @@ func TestMetricsMethods(t *testing.T) {
 		}
 	})
 	t.Run("Idempotency", func(t *testing.T) {
-		m.idempotentReplay("main")
-		m.idempotentReplay("main")
-		m.idempotencyMismatch("other")
+		m.IdempotentReplay("main")
+		m.IdempotentReplay("main")
+		m.IdempotencyMismatch("other")
 		if got, want := testutil.ToFloat64(m.idempotentReplays.WithLabelValues("main")), 2.0; got != want {
 			t.Errorf("idempotent_replays_total=%v, want %v", got, want)
 		}
@@ -258,8 +258,8 @@ func TestMetricsMethods(t *testing.T) {
 		}
 	})
 	t.Run("Batch", func(t *testing.T) {
-		m.observeBatch("main", 7)
-		m.observeBatch("main", 1)
+		m.Batch("main", 7)
+		m.Batch("main", 1)
 		pb := metricsDTO(t, m.batchSize.WithLabelValues("main").(prometheus.Metric))
 		if got, want := pb.GetHistogram().GetSampleCount(), uint64(2); got != want {
 			t.Errorf("batch_size count=%d, want %d", got, want)
@@ -269,10 +269,10 @@ func TestMetricsMethods(t *testing.T) {
 		}
 	})
 	t.Run("Upstream", func(t *testing.T) {
-		m.observeUpstream(favaproxy.KindRead, 5*time.Millisecond)
-		m.upstreamError(metricUpstreamTimeout)
-		m.upstreamError(metricUpstreamStatus5xx)
-		m.upstreamError(metricUpstreamStatus5xx)
+		m.Upstream(favaproxy.KindRead, 5*time.Millisecond)
+		m.UpstreamError(metricUpstreamTimeout)
+		m.UpstreamError(metricUpstreamStatus5xx)
+		m.UpstreamError(metricUpstreamStatus5xx)
 		if got, want := metricsHistogramCount(t, m.upstreamDuration.WithLabelValues("read")), uint64(1); got != want {
 			t.Errorf("upstream_request_duration_seconds{kind=read} count=%d, want %d", got, want)
 		}
@@ -314,7 +314,7 @@ func TestMetricsMethods(t *testing.T) {
 // series: each has its own registry.
 func TestMetricsServersApart(t *testing.T) {
 	a, b := newMetrics(), newMetrics()
-	a.idempotentReplay("main")
+	a.IdempotentReplay("main")
 	if got := testutil.ToFloat64(b.idempotentReplays.WithLabelValues("main")); got != 0 {
 		t.Fatalf("second server's replays=%v, want 0", got)
 	}
@@ -329,7 +329,7 @@ func TestMetricsServersApart(t *testing.T) {
 func TestMetricsNil(t *testing.T) {
 	var m *metrics
 	metricsExercise(t, m) // must not panic
-	m.addQueueDepth("main", 1)
+	m.QueueDepth("main", 1)
 	rec := httptest.NewRecorder()
 	m.metricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if got, want := rec.Code, http.StatusNotFound; got != want {

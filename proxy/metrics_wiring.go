@@ -1,12 +1,11 @@
 package proxy
 
 import (
-	"errors"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // instrument wraps the router so that every request, favaproxy's own
@@ -21,7 +20,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		start := time.Now()
 		var kind favaproxy.Kind // "": favaproxy's own endpoints, counted as other
 		if !ownRoutes[r.URL.Path] {
-			_, kind = s.cls.classify(r.Method, r.URL.Path)
+			_, kind = s.cls.route(r.Method, r.URL.Path)
 		}
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
@@ -62,22 +61,6 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// rejectError marks an error as a refusal counted under reason in
-// favaproxy_rejected_requests_total, when its code alone does not say
-// which (a 503 is a full queue or a lock timeout).
-type rejectError struct {
-	err    error
-	reason string
-}
-
-func (e *rejectError) Error() string { return e.err.Error() }
-func (e *rejectError) Unwrap() error { return e.err }
-
-// rejectAs wraps err so that it is counted as a rejection for reason.
-func rejectAs(reason string, err error) error {
-	return &rejectError{err: err, reason: reason}
-}
-
 // rejectReasons maps the codes of refusals that say their reason by
 // themselves.
 var rejectReasons = map[string]string{
@@ -90,9 +73,8 @@ var rejectReasons = map[string]string{
 // countReject counts err, the reason of a refused request, if it is a
 // rejection (not, say, a failure of Fava).
 func (s *Server) countReject(err error) {
-	var re *rejectError
-	if errors.As(err, &re) {
-		s.metrics.reject(re.reason)
+	if reason := favaproxy.RejectReason(err); reason != "" {
+		s.metrics.reject(reason)
 		return
 	}
 	if reason, ok := rejectReasons[favaproxy.ErrorCode(err)]; ok {
@@ -105,37 +87,24 @@ func (s *Server) countReject(err error) {
 func (s *Server) countUpstreamError(err error, status int) {
 	switch {
 	case err != nil && favaproxy.ErrorCode(err) == favaproxy.ETimeout:
-		s.metrics.upstreamError(metricUpstreamTimeout)
+		s.metrics.UpstreamError(metricUpstreamTimeout)
 	case err != nil:
-		s.metrics.upstreamError(metricUpstreamDial)
+		s.metrics.UpstreamError(metricUpstreamDial)
 	case status >= 500:
-		s.metrics.upstreamError(metricUpstreamStatus5xx)
+		s.metrics.UpstreamError(metricUpstreamStatus5xx)
 	}
-}
-
-// timeHold returns release wrapped so that it runs once and observes how
-// long the lock was held; later calls do nothing.
-func (s *Server) timeHold(ledger, mode string, release func()) func() {
-	if s.metrics == nil {
-		return release
-	}
-	start := time.Now()
-	return sync.OnceFunc(func() {
-		release()
-		s.metrics.observeLockHold(ledger, mode, time.Since(start))
-	})
 }
 
 // writeOutcome is the outcome field of a write's log line: "ok" when Fava
 // accepted it, "fava_error" when Fava answered an error, else the code of
 // favaproxy's refusal or failure ("invalid", "unavailable", "client_closed"…).
-func writeOutcome(resp *writeResponse, err error) string {
+func writeOutcome(resp *ledger.Response, err error) string {
 	switch {
 	case err != nil:
 		return favaproxy.ErrorCode(err)
 	case resp == nil:
 		return favaproxy.EInternal
-	case resp.status < 400:
+	case resp.Status < 400:
 		return "ok"
 	default:
 		return "fava_error"

@@ -15,6 +15,7 @@ import (
 	"github.com/favaproxy/favaproxy/auth"
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/internal/favatest"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // scrape gets /metrics over HTTP and parses Prometheus' text format.
@@ -88,7 +89,7 @@ func TestMetricsScrapedAfterMix(t *testing.T) {
 		{User: "alice", SHA256: sum}, {User: "viewer", SHA256: viewerSum}}}
 	cfg.LockTimeout = 100 * time.Millisecond
 	cfg.Limits.JSONBody = 1024
-	lk := newRWLock()
+	lk := ledger.NewRWLock()
 	p := startProxy(t, cfg, sharedLock(lk))
 	alice := http.Header{"Authorization": {"Bearer " + token}}
 	viewer := http.Header{"Authorization": {"Bearer " + viewerToken}}

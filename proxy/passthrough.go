@@ -1,34 +1,35 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/fava"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // serveRead passes a read or static request through to Fava, streaming the
 // answer. A read of a ledger holds the ledger's shared lock from before the
 // request is sent until Fava's body is fully read or closed, so it never
 // sees the file while a write rewrites it.
-func (s *Server) serveRead(w http.ResponseWriter, r *http.Request, info *reqInfo, l *ledger) {
+func (s *Server) serveRead(w http.ResponseWriter, r *http.Request, info *reqInfo, l *ledger.Ledger) {
 	if l != nil {
 		s.inflight.Add(1)
 		defer s.inflight.Done()
-		t0 := time.Now()
-		release, err := l.rlock(r.Context(), s.cfg.LockTimeout)
-		s.metrics.observeLockWait(l.slug, metricModeShared, time.Since(t0))
+		release, err := l.RLock(r.Context())
 		if err != nil {
-			s.refuse(w, r, info, l.slug, favaproxy.KindRead, err)
+			s.refuse(w, r, info, l.Slug(), favaproxy.KindRead, err)
 			return
 		}
-		release = s.timeHold(l.slug, metricModeShared, release)
 		info.release = release
 		defer release() // on every path, including a panic of ReverseProxy
 	}
@@ -59,14 +60,55 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	if info == nil {
 		return nil
 	}
-	s.metrics.observeUpstream(info.kind, time.Since(info.upstreamStart))
+	s.metrics.Upstream(info.kind, time.Since(info.upstreamStart))
 	if info.release != nil {
 		resp.Body = &releaseBody{ReadCloser: resp.Body, release: info.release}
 	}
 	if l, ok := s.isSourceRead(resp.Request.Method, info.cleanPath); ok {
-		return s.rememberSource(l, resp)
+		rememberSource(l, resp)
 	}
 	return nil
+}
+
+// isSourceRead reports whether a read is Fava's GET source of a ledger,
+// and returns the ledger.
+func (s *Server) isSourceRead(method, cleanPath string) (*ledger.Ledger, bool) {
+	if method != http.MethodGet || !strings.HasSuffix(cleanPath, "/api/source") {
+		return nil, false
+	}
+	slug, rest, ok := strings.Cut(strings.TrimPrefix(cleanPath, "/"), "/")
+	if !ok || rest != "api/source" {
+		return nil, false
+	}
+	l := s.bySlug[slug]
+	return l, l != nil
+}
+
+// rememberSource hands the file text of a GET source answer that passes
+// through to its ledger (Ledger.NoteSource), so that a later stale PUT
+// source from that version can be merged. The body is buffered (it is one
+// small JSON object) and handed on unchanged; past the ledger's limit it
+// streams on unread and unremembered.
+func rememberSource(l *ledger.Ledger, resp *http.Response) {
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "" {
+		return
+	}
+	limit := l.SourceLimit()
+	orig := resp.Body
+	b, err := io.ReadAll(io.LimitReader(orig, limit+1))
+	if err != nil || int64(len(b)) > limit {
+		resp.Body = readCloser{Reader: io.MultiReader(bytes.NewReader(b), orig), Closer: orig}
+		return
+	}
+	orig.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	l.NoteSource(resp.StatusCode, resp.Header, b)
+}
+
+// readCloser is a body made of a reader and the closer of another.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // releaseBody calls release once its body is read to the end or closed.
@@ -105,7 +147,7 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Debug("client closed the request", "path", r.URL.Path, "status", 499, "request_id", info.requestID)
 		return
 	}
-	err = upstreamError(err)
+	err = fava.CallError(err)
 	s.countUpstreamError(err, 0)
 	s.log.Warn("pass-through failed", "method", r.Method, "path", r.URL.Path,
 		"status", httpStatus(err), "request_id", info.requestID, "err", err)

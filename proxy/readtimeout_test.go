@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // TestReadTimeoutDoesNotCancelWaits pins that timeouts.read bounds reading a
@@ -16,7 +18,7 @@ import (
 // empty 200 here, not Fava's answer).
 func TestReadTimeoutDoesNotCancelWaits(t *testing.T) {
 	up := &recordingUpstream{}
-	lk := newRWLock()
+	lk := ledger.NewRWLock()
 	cfg := testConfig(t, startUpstream(t, up).URL)
 	cfg.Timeouts.Read = 100 * time.Millisecond
 	p := startProxy(t, cfg, sharedLock(lk))
@@ -36,7 +38,7 @@ func TestReadTimeoutDoesNotCancelWaits(t *testing.T) {
 		resp.Body.Close()
 		read <- fmt.Sprint(resp.StatusCode, " ", string(b))
 	}()
-	waitFor(t, "both to wait", func() bool { return p.bySlug[testSlug].waiting.Load() == 1 })
+	waitFor(t, "both to wait", func() bool { return p.bySlug[testSlug].Waiting() == 1 })
 	time.Sleep(3 * cfg.Timeouts.Read) // the timeout under test must pass
 	release()
 	if resp := <-write; resp == nil || resp.StatusCode != http.StatusOK {

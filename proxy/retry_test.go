@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // fakeClock is a backoff clock that moves only when a fake sleep does.
@@ -44,18 +45,21 @@ type fakeSleeps struct {
 	lockFreeN atomic.Int64
 }
 
-// install makes s wait through f.
-func (f *fakeSleeps) install(s *Server) {
-	f.srv = s
+// install makes the ledgers of the server started with o wait through f.
+func (f *fakeSleeps) install(o *Options) {
 	f.clock.now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s.retry.clock = &f.clock
-	s.retry.sleep = f.sleep
+	o.AdjustLedger = func(lo *ledger.Options) {
+		lo.RetryClock = &f.clock
+		lo.RetrySleep = f.sleep
+	}
 }
 
+// sleep records the wait d and checks that the ledger lock is free: no
+// write holds it exclusively, so a read can take it.
 func (f *fakeSleeps) sleep(ctx context.Context, d time.Duration) error {
 	lctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	release, err := f.srv.bySlug[testSlug].lock.Lock(lctx)
+	release, err := f.srv.bySlug[testSlug].RLock(lctx)
 	f.mu.Lock()
 	f.waits = append(f.waits, d)
 	if err != nil {
@@ -148,7 +152,7 @@ func TestRetryDialError(t *testing.T) {
 	var sleeps fakeSleeps
 	e := startEmu(t, emuStyles[1], emuOpts{
 		upstreamURL: "http://" + addr,
-		server:      sleeps.install,
+		sleeps:      &sleeps,
 		cfg: func(c *config.Config) {
 			c.Retry = config.Retry{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond, MaxElapsed: time.Second}
 		},
@@ -180,7 +184,7 @@ func TestNoRetryUpstreamError(t *testing.T) {
 				h.ServeHTTP(w, r)
 			})
 		},
-		server: sleeps.install,
+		sleeps: &sleeps,
 	})
 	resp, _ := do(t, http.MethodPut, e.api("source_slice", nil), `{"entry_hash":"abc","source":"x","sha256sum":"00"}`, http.Header{"Content-Type": {"application/json"}})
 	if got, want := resp.StatusCode, http.StatusInternalServerError; got != want {

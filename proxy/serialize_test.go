@@ -12,6 +12,7 @@ import (
 
 	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // overlapRecorder is an upstream that records whether two writes, or a read
@@ -144,7 +145,7 @@ func TestSerializeWrites(t *testing.T) {
 		rec := &overlapRecorder{}
 		up := startUpstream(t, rec)
 		p := startProxy(t, testConfig(t, up.URL), Options{
-			NewLocker: func(config.Ledger) (Locker, error) { return noopLocker{}, nil },
+			NewLocker: func(config.Ledger) (ledger.Locker, error) { return noopLocker{}, nil },
 		})
 		runMixedLoad(t, p.URL, clients, users, perClient)
 		rec.mu.Lock()
@@ -153,29 +154,6 @@ func TestSerializeWrites(t *testing.T) {
 			t.Errorf("no overlaps without the ledger lock: the load cannot detect a missing lock")
 		}
 	})
-}
-
-// TestUserLocksDoNotGrow pins that the per-user lock map keeps only users
-// with a write in flight.
-func TestUserLocksDoNotGrow(t *testing.T) {
-	var ul userLocks
-	for i := range 1000 {
-		release, err := ul.lock(context.Background(), userName(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		release()
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	release, _ := ul.lock(ctx, "a")
-	cancel()
-	if _, err := ul.lock(ctx, "a"); err == nil {
-		t.Fatal("a second lock of a held user lock succeeded")
-	}
-	release()
-	if got := ul.len(); got != 0 {
-		t.Errorf("%d user locks left, want 0", got)
-	}
 }
 
 func userName(i int) favaproxy.User { return favaproxy.User(fmt.Sprint("u", i)) }

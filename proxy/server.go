@@ -31,7 +31,8 @@ import (
 	"github.com/favaproxy/favaproxy/auth"
 	"github.com/favaproxy/favaproxy/beancount"
 	"github.com/favaproxy/favaproxy/config"
-	"github.com/favaproxy/favaproxy/merge"
+	"github.com/favaproxy/favaproxy/fava"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // Options are what New needs besides the configuration.
@@ -41,13 +42,16 @@ type Options struct {
 	// NewLocker opens a ledger's lock. Nil means an in-process
 	// readers–writer lock per ledger, which excludes nothing outside this
 	// process (fine for tests, not for production).
-	NewLocker func(config.Ledger) (Locker, error)
+	NewLocker func(config.Ledger) (ledger.Locker, error)
 	// Transport carries requests to Fava. Nil means an *http.Transport
 	// tuned from cfg.Timeouts.
 	Transport http.RoundTripper
 	// ReadyChecks are further readiness checks, by name, that /readyz runs
 	// besides its own; for example "fava" when favaproxy runs Fava itself.
 	ReadyChecks map[string]func(context.Context) error
+	// AdjustLedger, if set, adjusts the options of each ledger before it
+	// opens (tests replace the retry clock).
+	AdjustLedger func(*ledger.Options)
 	// UpstreamRestarts, if set, counts restarts of a Fava that favaproxy
 	// runs itself; it is exported as favaproxy_upstream_restarts_total.
 	UpstreamRestarts func() int
@@ -67,15 +71,13 @@ type Server struct {
 	roles             auth.Roles
 	metrics           *metrics // nil when metrics.disabled
 
-	ledgers []*ledger
-	bySlug  map[string]*ledger
+	ledgers []*ledger.Ledger
+	bySlug  map[string]*ledger.Ledger
 
 	transport      http.RoundTripper // reads and health checks
 	writeTransport http.RoundTripper // writes: no keep-alive, so never resent
 	rp             *httputil.ReverseProxy
-	handlers       map[favaproxy.Kind]writeHandler
 	readyChecks    map[string]func(context.Context) error
-	retry          retrier // backoff of retried writes
 	e              *echo.Echo
 	srv            *http.Server
 
@@ -83,15 +85,17 @@ type Server struct {
 	// returns only once every lock is released.
 	inflight sync.WaitGroup
 
-	// mu guards ln.
-	mu sync.Mutex
-	ln net.Listener
+	// mu guards ln and closed.
+	mu     sync.Mutex
+	ln     net.Listener
+	closed bool
 }
 
 // New returns a server for cfg, which must have passed cfg.Validate. It
 // resolves every ledger's slug as Fava does (config.Ledger.Slug when given,
 // else from the title option or the file path, made unique in order) and
-// opens every ledger's lock.
+// opens every ledger (ledger.Open). Serve closes them when it returns; a
+// server that is never served is closed with Close.
 func New(cfg config.Config, o Options) (*Server, error) {
 	s := &Server{cfg: cfg, log: o.Logger, transport: o.Transport, readyChecks: o.ReadyChecks}
 	if s.log == nil {
@@ -122,27 +126,6 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		}
 	}
 
-	slugs, err := resolveSlugs(cfg.Ledgers)
-	if err != nil {
-		return nil, err
-	}
-	s.bySlug = make(map[string]*ledger, len(slugs))
-	s.cls = classifier{prefix: s.prefix, slugs: make(map[string]bool, len(slugs))}
-	for i, lc := range cfg.Ledgers {
-		var lk Locker = newRWLock()
-		if o.NewLocker != nil {
-			if lk, err = o.NewLocker(lc); err != nil {
-				return nil, fmt.Errorf("open lock of ledger %s: %w", lc.File, err)
-			}
-		}
-		l := &ledger{slug: slugs[i], cfg: lc, lock: lk, versions: merge.NewVersions(cfg.Merge.CacheBytes),
-			index: beancount.NewIndex(lc.File, beancount.IndexOptions{MetaKey: cfg.Idempotency.MetaKey})}
-		s.ledgers = append(s.ledgers, l)
-		s.bySlug[l.slug] = l
-		s.cls.slugs[l.slug] = true
-		s.metrics.addLedger(l.slug)
-	}
-
 	if s.transport == nil {
 		t := newTransport(cfg.Timeouts)
 		s.transport = t
@@ -151,6 +134,9 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		s.writeTransport = wt
 	} else {
 		s.writeTransport = s.transport
+	}
+	if err := s.openLedgers(cfg, o); err != nil {
+		return nil, err
 	}
 	s.rp = &httputil.ReverseProxy{
 		Rewrite:   s.rewrite,
@@ -166,8 +152,6 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		ErrorHandler:   s.proxyError,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.retry = retrier{cfg: cfg.Retry}
-	s.handlers = s.writeHandlers()
 	s.e = s.newEcho()
 	s.srv = &http.Server{
 		Handler:           s.instrument(s.e),
@@ -178,6 +162,65 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
+}
+
+// openLedgers resolves the ledgers' slugs and opens each ledger with its
+// lock. On failure it closes the ledgers it opened.
+func (s *Server) openLedgers(cfg config.Config, o Options) error {
+	slugs, err := resolveSlugs(cfg.Ledgers)
+	if err != nil {
+		return err
+	}
+	s.bySlug = make(map[string]*ledger.Ledger, len(slugs))
+	s.cls = classifier{prefix: s.prefix, slugs: make(map[string]bool, len(slugs))}
+	client := &fava.Client{Transport: s.writeTransport, Observer: s.metrics}
+	for i, lc := range cfg.Ledgers {
+		var lk ledger.Locker
+		if o.NewLocker != nil {
+			if lk, err = o.NewLocker(lc); err != nil {
+				s.closeLedgers(context.Background())
+				return fmt.Errorf("open lock of ledger %s: %w", lc.File, err)
+			}
+		}
+		api := &url.URL{Scheme: s.upstream.Scheme, Host: s.upstream.Host, Path: s.prefix + "/" + slugs[i] + "/api/"}
+		lo := ledger.Options{Slug: slugs[i], APIBase: api, Client: client, Locker: lk, Metrics: s.metrics, Logger: s.log}
+		if o.AdjustLedger != nil {
+			o.AdjustLedger(&lo)
+		}
+		l, err := ledger.Open(context.Background(), cfg, lc, lo)
+		if err != nil {
+			s.closeLedgers(context.Background())
+			return err
+		}
+		s.ledgers = append(s.ledgers, l)
+		s.bySlug[slugs[i]] = l
+		s.cls.slugs[slugs[i]] = true
+		s.metrics.addLedger(slugs[i])
+	}
+	return nil
+}
+
+// closeLedgers closes every open ledger, waiting while ctx lasts for their
+// writes in progress.
+func (s *Server) closeLedgers(ctx context.Context) error {
+	var errs []error
+	for _, l := range s.ledgers {
+		errs = append(errs, l.Close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Close closes the server's ledgers. Serve does it when it returns; call
+// Close for a server that is never served. Only the first call counts.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	return s.closeLedgers(ctx)
 }
 
 // resolveSlugs returns the slug of every ledger: the configured one, or the
@@ -333,6 +376,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	s.inflight.Wait()
+	if cerr := s.Close(context.WithoutCancel(ctx)); err == nil {
+		err = cerr
+	}
 	for _, t := range []http.RoundTripper{s.transport, s.writeTransport} {
 		if c, ok := t.(interface{ CloseIdleConnections() }); ok {
 			c.CloseIdleConnections()
@@ -363,7 +409,7 @@ type infoKey struct{}
 // dispatch classifies a request and hands it to the read or write path.
 func (s *Server) dispatch(c *echo.Context) error {
 	r, w := c.Request(), c.Response()
-	slug, kind := s.cls.classify(r.Method, r.URL.Path)
+	slug, kind := s.cls.route(r.Method, r.URL.Path)
 	trusted := s.id.trustedPeer(r)
 	info := &reqInfo{trusted: trusted, requestID: requestID(r), cleanPath: s.cls.strip(cleanPath(r.URL.Path)), kind: kind}
 	w.Header().Set("X-Request-ID", info.requestID)
@@ -379,9 +425,13 @@ func (s *Server) dispatch(c *echo.Context) error {
 		return nil
 	}
 	l := s.bySlug[slug]
-	if err := s.checkRead(r, info, l); err != nil {
-		s.refuse(w, r, info, slug, kind, err)
-		return nil
+	if l != nil {
+		if name, ok := strings.CutPrefix(info.cleanPath, "/"+slug+"/api/"); ok {
+			if err := l.CheckRead(name, r.URL.Query()); err != nil {
+				s.refuse(w, r, info, slug, kind, err)
+				return nil
+			}
+		}
 	}
 	s.serveRead(w, r, info, l)
 	return nil

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/favaproxy/favaproxy/checksum"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // cakeEntry is what a third client inserts above the entries the others
@@ -86,8 +87,8 @@ func TestSliceFastPath(t *testing.T) {
 	newMilk := strings.Replace(milk.slice, `"Milk"`, `"Whole milk"`, 1)
 	resp, m := e.call(http.MethodPut, "source_slice", nil, map[string]any{"entry_hash": milk.hash, "source": newMilk, "sha256sum": milk.sum})
 	e.wantSuccess("PUT", resp, m)
-	if got := resp.Header.Get(RelocatedHeader); got != "" {
-		t.Fatalf("%s=%q on a forwarded edit", RelocatedHeader, got)
+	if got := resp.Header.Get(ledger.RelocatedHeader); got != "" {
+		t.Fatalf("%s=%q on a forwarded edit", ledger.RelocatedHeader, got)
 	}
 	if !strings.Contains(e.read(), `"Whole milk"`) {
 		t.Fatalf("edit missing:\n%s", e.read())

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/favaproxy/favaproxy/checksum"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // TestPutSourceMerge: two clients GET source, change different regions and
@@ -24,13 +25,13 @@ func TestPutSourceMerge(t *testing.T) {
 
 				resp, m := e.call(http.MethodPut, "source", nil, sourceBody{FilePath: e.main, Source: a, SHA256: sum})
 				e.wantSuccess("first PUT", resp, m)
-				if got := resp.Header.Get(MergedHeader); got != "" {
-					t.Fatalf("first PUT: %s=%q, want none", MergedHeader, got)
+				if got := resp.Header.Get(ledger.MergedHeader); got != "" {
+					t.Fatalf("first PUT: %s=%q, want none", ledger.MergedHeader, got)
 				}
 				resp, m = e.call(http.MethodPut, "source", nil, sourceBody{FilePath: e.main, Source: b, SHA256: sum})
 				e.wantSuccess("second PUT", resp, m)
-				if got, want := resp.Header.Get(MergedHeader), "true"; got != want {
-					t.Fatalf("second PUT: %s=%q, want %q", MergedHeader, got, want)
+				if got, want := resp.Header.Get(ledger.MergedHeader), "true"; got != want {
+					t.Fatalf("second PUT: %s=%q, want %q", ledger.MergedHeader, got, want)
 				}
 				file := e.read()
 				for _, want := range []string{`"Rye bread"`, `"Free-range eggs"`, `"Milk"`} {
@@ -184,9 +185,8 @@ func TestGetSourceRemembered(t *testing.T) {
 		t.Fatalf("through the proxy: %d %q; from Fava: %d %q", resp.StatusCode, got, direct.StatusCode, want)
 	}
 	text := string(checksum.Normalize([]byte(e.read())))
-	l := e.p.bySlug[testSlug]
-	if got, ok := l.versions.Get(checksum.String(text)); !ok || got != text {
-		t.Fatalf("version not remembered (ok=%v)", ok)
+	if !e.p.bySlug[testSlug].Remembers(text) {
+		t.Fatal("version not remembered")
 	}
 }
 

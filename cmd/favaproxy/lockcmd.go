@@ -101,7 +101,7 @@ func sameFile(configured, given string, givenInfo os.FileInfo) bool {
 // limit when wait is 0), runs argv with stdio passed through and signals
 // forwarded, then releases l. It returns an *exitError carrying argv's
 // status.
-func runLocked(ctx context.Context, l *lock.Ledger, shared bool, wait time.Duration, argv []string) error {
+func runLocked(ctx context.Context, l *lock.File, shared bool, wait time.Duration, argv []string) error {
 	// Catch SIGINT/SIGTERM from here on: while waiting they end the wait,
 	// while CMD runs they are passed on to it.
 	sigs := make(chan os.Signal, 4)

@@ -7,12 +7,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/ledger"
 	"github.com/favaproxy/favaproxy/lock"
 	"github.com/favaproxy/favaproxy/proxy"
 )
 
 // The proxy takes every ledger's lock through its own tiny interface.
-var _ proxy.Locker = (*lock.Ledger)(nil)
+var _ ledger.Locker = (*lock.File)(nil)
 
 func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -44,7 +45,7 @@ func serveProxy(cmd *cobra.Command, cfg config.Config, log *slog.Logger, checks 
 	srv, err := proxy.New(cfg, proxy.Options{
 		UpstreamRestarts: restarts,
 		Logger:           log,
-		NewLocker: func(l config.Ledger) (proxy.Locker, error) {
+		NewLocker: func(l config.Ledger) (ledger.Locker, error) {
 			return lock.New(l.LockPath()), nil
 		},
 		ReadyChecks: checks,

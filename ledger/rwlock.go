@@ -1,4 +1,4 @@
-package proxy
+package ledger
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 // once. An implementation that spans processes (a lock file) must put an
 // in-process lock in front of it.
 //
-// A Locker may also have a method Check() error, which /readyz calls to see
-// that the lock can be taken at all (for example that its file opens).
+// A Locker may also be a Checker (for /readyz) and a LossReporter (a lock
+// that can be lost while held, such as a lease).
 type Locker interface {
 	// Lock takes the lock exclusively.
 	Lock(ctx context.Context) (release func(), err error)
@@ -19,8 +19,17 @@ type Locker interface {
 	RLock(ctx context.Context) (release func(), err error)
 }
 
-// checker is the optional health check of a Locker.
-type checker interface{ Check() error }
+// Checker is the optional health check of a Locker: whether the lock can be
+// taken at all (for example, whether its file opens).
+type Checker interface{ Check() error }
+
+// LossReporter is a Locker whose exclusive hold can be lost while held: a
+// lease that expired because its holder could not renew it in time. Lost,
+// called while this process holds the lock exclusively, returns a channel
+// that is closed once that hold is lost. From then on the ledger sends
+// nothing more to Fava and writes no file under that hold, and the write
+// in progress is answered 503.
+type LossReporter interface{ Lost() <-chan struct{} }
 
 // rwLock is an in-process, writer-preferring readers–writer lock whose waits
 // honour context cancellation: once a writer waits, new readers wait too, so
@@ -39,7 +48,9 @@ type rwLock struct {
 
 var _ Locker = (*rwLock)(nil)
 
-func newRWLock() *rwLock { return &rwLock{changed: make(chan struct{})} }
+// NewRWLock returns an in-process readers–writer lock: the Locker of a
+// ledger that no other process writes.
+func NewRWLock() Locker { return &rwLock{changed: make(chan struct{})} }
 
 // broadcast wakes every waiter. l.mu must be held.
 func (l *rwLock) broadcast() {

@@ -1,9 +1,7 @@
-package proxy
+package ledger
 
 import (
 	"context"
-	"errors"
-	"net"
 	"net/http"
 	"time"
 
@@ -65,75 +63,72 @@ func (r *retrier) wait(ctx context.Context, d time.Duration) error {
 
 // attemptResult is what one attempt under the ledger lock decided.
 type attemptResult struct {
-	resp *writeResponse
-	err  error
+	resp *Response
+	// reply is Fava's classified answer when resp is Fava's, or the
+	// outcome of the answer favaproxy made itself.
+	reply fava.Reply
+	err   error
 	// retry asks for another attempt after a backoff wait; resp or err
 	// is the answer when no attempt is left.
 	retry bool
-	// conflict is the kind of conflict the attempt met (a metricConflict
+	// conflict is the kind of conflict the attempt met (a Conflict*
 	// value), "" for none, and resolved how favaproxy resolved it
-	// (metricResolutionMerged or metricResolutionRelocated). withRetries
-	// counts it: resolved, retried, or answered 409.
+	// (ResolutionMerged or ResolutionRelocated). withRetries counts it:
+	// resolved, retried, or answered 409.
 	conflict, resolved string
 }
 
 // lockedAttempt is one attempt of a write, run holding the ledger lock with
 // a context that the client leaving does not cancel.
-type lockedAttempt func(ctx context.Context, wr *writeRequest) attemptResult
+type lockedAttempt func(ctx context.Context, req *Request) attemptResult
 
 // withRetries runs attempt under the ledger lock until it asks for no retry
 // or the request's backoff stops. Between attempts it releases the lock,
 // waits (bounded by ctx, the lock wait's context), re-acquires the lock
-// and runs attempt again, which re-reads and re-checks everything.
-func (s *Server) withRetries(ctx context.Context, wr *writeRequest, attempt lockedAttempt) (*writeResponse, error) {
-	b := s.retry.newBackOff()
+// and runs attempt again, which re-reads and re-checks everything. It is
+// the one place that decides whether a write is tried again.
+func (l *Ledger) withRetries(ctx context.Context, req *Request, attempt lockedAttempt) (*Response, error) {
+	b := l.retry.newBackOff()
 	for {
-		release, err := s.lockLedger(ctx, wr)
+		release, err := l.lockFor(ctx, req)
 		if err != nil {
 			return nil, err
 		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeouts.Upstream)
-		if styleOf(wr.ledger) == fava.StyleUnknown {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.all.Timeouts.Upstream)
+		if l.styleOf() == fava.StyleUnknown {
 			// Answers favaproxy may write itself must be in Fava's style.
-			s.learnStyle(fctx, wr, wr.ledger.cfg.File)
+			l.learnStyle(fctx, req)
 		}
-		res := attempt(fctx, wr)
+		res := attempt(fctx, req)
 		cancel()
 		release()
 		if !res.retry {
-			return s.countConflict(wr.ledger, res)
+			return l.countConflict(res)
 		}
 		d := b.NextBackOff()
 		if d == backoff.Stop {
-			return s.countConflict(wr.ledger, res)
+			return l.countConflict(res)
 		}
-		if err := s.retry.wait(ctx, d); err != nil {
+		if err := l.retry.wait(ctx, d); err != nil {
 			// The lock wait is over (or the client left): the last
 			// answer stands.
-			return s.countConflict(wr.ledger, res)
+			return l.countConflict(res)
 		}
 		if res.conflict != "" {
-			s.metrics.conflict(wr.ledger.slug, res.conflict, metricResolutionRetried)
+			l.metrics.Conflict(l.slug, res.conflict, ResolutionRetried)
 		}
 	}
 }
 
 // countConflict counts the conflict of the final attempt res, if any, by
 // how it ended, and returns its answer.
-func (s *Server) countConflict(l *ledger, res attemptResult) (*writeResponse, error) {
+func (l *Ledger) countConflict(res attemptResult) (*Response, error) {
 	switch {
 	case res.conflict == "":
 	case res.resolved != "":
-		s.metrics.conflict(l.slug, res.conflict, res.resolved)
-	case res.resp != nil && res.resp.status == http.StatusConflict:
-		s.metrics.conflict(l.slug, res.conflict, metricResolution409)
+		l.metrics.Conflict(l.slug, res.conflict, res.resolved)
+	case res.resp != nil && res.resp.Status == http.StatusConflict:
+		l.metrics.Conflict(l.slug, res.conflict, Resolution409)
 	}
 	return res.resp, res.err
-}
-
-// isDialError reports whether err is a failure to connect to Fava: the
-// request never reached it, so sending it again is safe.
-func isDialError(err error) bool {
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "dial"
 }

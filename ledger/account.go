@@ -1,9 +1,7 @@
-package proxy
+package ledger
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"time"
@@ -36,13 +34,11 @@ type accountData struct {
 // with PUT source and the file's current checksum. When an outside writer
 // changed the file in between, the write is re-derived from the new text
 // after a backoff wait without the lock.
-func (s *Server) addAccount(ctx context.Context, wr *writeRequest) (*writeResponse, error) {
-	a, err := fava.ParseAddAccount(wr.body)
+func (l *Ledger) addAccount(ctx context.Context, req *Request) (*Response, error) {
+	a, err := fava.ParseAddAccount(req.Body)
 	if err != nil {
 		return nil, err
 	}
-	l := wr.ledger
-	_, _ = s.ledgerFiles(l, false)
 	if err := a.Validate(fava.Rules{Roots: ledgerRoots(l.index.Ledger().Options)}); err != nil {
 		return nil, err
 	}
@@ -53,19 +49,19 @@ func (s *Server) addAccount(ctx context.Context, wr *writeRequest) (*writeRespon
 	if abs, err := filepath.Abs(target); err == nil {
 		target = abs
 	}
-	wr.touches(target)
+	req.touches(target)
 	today := time.Now().Format(time.DateOnly)
-	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest) attemptResult {
-		if _, err := s.ledgerFiles(l, true); err != nil {
+	return l.withRetries(ctx, req, func(ctx context.Context, req *Request) attemptResult {
+		if _, err := l.files(true); err != nil {
 			return attemptResult{err: err}
 		}
-		text, err := s.readText(l, target)
+		text, err := l.readText(target)
 		if err != nil {
 			return attemptResult{err: err}
 		}
 		if l.index.Opened(a.Account) || opens(text, a.Account) {
-			return attemptResult{resp: s.success(l, accountData{Account: a.Account, Existing: true,
-				Message: a.Account + " is already open."}, "")}
+			return attemptResult{resp: l.success(accountData{Account: a.Account, Existing: true,
+				Message: a.Account + " is already open."}, ""), reply: fava.Reply{Outcome: fava.Success}}
 		}
 		block := fava.RenderOpen(a, today)
 		var out string
@@ -74,25 +70,10 @@ func (s *Server) addAccount(ctx context.Context, wr *writeRequest) (*writeRespon
 		} else {
 			out = beancount.AppendBlock(text, block)
 		}
-		res := s.putSourceText(ctx, wr, target, out, checksum.String(text))
-		return s.answerWith(l, res, accountData{Account: a.Account, FilePath: target,
+		res := l.putSourceText(ctx, req, target, out, checksum.String(text))
+		return l.answerWith(res, accountData{Account: a.Account, FilePath: target,
 			Message: "Opened " + a.Account + ".", SHA256: checksum.String(out)})
 	})
-}
-
-// learnStyle asks Fava for file (a read that changes nothing), so that
-// answers favaproxy writes itself are in Fava's wire style; the text is
-// remembered as a version too.
-func (s *Server) learnStyle(ctx context.Context, wr *writeRequest, file string) {
-	resp, err := s.send(ctx, wr, http.MethodGet, apiURL(wr.url, "source", map[string][]string{"filename": {file}}), nil)
-	if err != nil {
-		return
-	}
-	rep := s.classify(wr.ledger, resp)
-	var data sourceBody
-	if rep.Outcome == fava.Success && json.Unmarshal(rep.Data, &data) == nil && checksum.String(data.Source) == data.SHA256 {
-		wr.ledger.versions.Add(data.Source)
-	}
 }
 
 // opens reports whether text has an open directive of account.

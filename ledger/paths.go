@@ -1,4 +1,4 @@
-package proxy
+package ledger
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"mime"
 	"mime/multipart"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,55 +18,40 @@ import (
 	"github.com/favaproxy/favaproxy/beancount"
 )
 
-// Paths a client names are checked before any lock is taken, so that a
-// request that names a file outside the ledger never reaches Fava:
-//
-//   - GET source ?filename= must be empty (the main file) or one of the
-//     ledger's files: the main file and what it includes, compared after
-//     symlinks are evaluated.
-//   - Document writes stay inside the ledger's documents folders (its
-//     "documents" options, relative to the main file's directory): the
-//     filename of attach_document, move and DELETE document, move's new
-//     location and add_document's folder. Documents that Fava would also
-//     accept from its import-dirs, or from document directives pointing
-//     elsewhere, are refused.
-//
-// The ledger's files are listed afresh at each check: the ledger's index is
-// refreshed, which re-runs include discovery as Beancount does it and reads
-// again only the files that changed, so includes added while favaproxy runs
-// count at once.
-
-// checkRead checks the paths a read names: the filename of GET source.
-func (s *Server) checkRead(r *http.Request, info *reqInfo, l *ledger) error {
-	if l == nil || apiName(info.cleanPath, l.slug) != "source" {
+// CheckRead checks the paths a read of the ledger's API endpoint name
+// (as in /<slug>/api/<name>) with query q names: the filename of GET
+// source.
+func (l *Ledger) CheckRead(name string, q url.Values) error {
+	if name != "source" {
 		return nil
 	}
-	name, err := oneParam(r.URL.Query(), "filename")
-	if err != nil || name == "" {
+	file, err := oneParam(q, "filename")
+	if err != nil || file == "" {
 		return err
 	}
-	lg, err := currentLedger(l)
+	lg, err := l.current()
 	if err != nil {
 		return err
 	}
-	if !isLedgerFile(name, lg.Files) {
+	if !isLedgerFile(file, lg.Files) {
 		return favaproxy.FieldErrorf("filename", "not one of the ledger's files")
 	}
 	return nil
 }
 
-// checkWrite checks the paths a write names, with its body already read.
-func (s *Server) checkWrite(r *http.Request, info *reqInfo, l *ledger, kind favaproxy.Kind, body []byte) error {
-	if kind != favaproxy.KindDocument {
+// checkWrite checks the paths a write names.
+func (l *Ledger) checkWrite(req *Request) error {
+	if req.Kind != favaproxy.KindDocument {
 		return nil
 	}
-	lg, err := currentLedger(l)
+	lg, err := l.current()
 	if err != nil {
 		return err
 	}
 	folders := documentFolders(lg)
-	q := r.URL.Query()
-	switch apiName(info.cleanPath, l.slug) {
+	q := req.URL.Query()
+	body := req.Body
+	switch strings.TrimPrefix(req.URL.Path, l.apiBase.Path) {
 	case "attach_document":
 		var req struct {
 			Filename *string `json:"filename"`
@@ -114,7 +98,7 @@ func (s *Server) checkWrite(r *http.Request, info *reqInfo, l *ledger, kind fava
 		}
 		return inFolders("filename", name, lg.Main, folders)
 	case "add_document":
-		folder, err := formValue(r, body, "folder")
+		folder, err := formValue(req.Header.Get("Content-Type"), body, "folder")
 		if err != nil {
 			return err
 		}
@@ -128,22 +112,13 @@ func (s *Server) checkWrite(r *http.Request, info *reqInfo, l *ledger, kind fava
 	return nil
 }
 
-// currentLedger refreshes l's index and returns the ledger's files and
-// options as they are on disk now.
-func currentLedger(l *ledger) (*beancount.Ledger, error) {
+// current refreshes the index and returns the ledger's files and options
+// as they are on disk now.
+func (l *Ledger) current() (*beancount.Ledger, error) {
 	if err := l.index.Refresh(); err != nil {
 		return nil, fmt.Errorf("read ledger: %w: %w", favaproxy.Errorf(favaproxy.EInternal, "cannot read the ledger"), err)
 	}
 	return l.index.Ledger(), nil
-}
-
-// apiName returns NAME of a cleaned path /<slug>/api/NAME, or "".
-func apiName(p, slug string) string {
-	name, ok := strings.CutPrefix(p, "/"+slug+"/api/")
-	if !ok {
-		return ""
-	}
-	return name
 }
 
 // oneParam returns the single value of a query parameter: "" when absent,
@@ -163,8 +138,8 @@ func oneParam(q url.Values, name string) (string, error) {
 }
 
 // formValue returns the single value of a multipart form field of body.
-func formValue(r *http.Request, body []byte, name string) (string, error) {
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+func formValue(contentType string, body []byte, name string) (string, error) {
+	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil || !strings.HasPrefix(mt, "multipart/") || params["boundary"] == "" {
 		return "", favaproxy.Errorf(favaproxy.EInvalid, "want a multipart form")
 	}

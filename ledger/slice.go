@@ -1,4 +1,4 @@
-package proxy
+package ledger
 
 import (
 	"context"
@@ -31,46 +31,45 @@ type sliceEdit struct {
 // same ledger lock, and answers as Fava would have: the new slice's
 // checksum, or "Deleted entry <hash>.". No such block, or more than one,
 // is a 409 conflict of kind slice.
-func (s *Server) editSlice(ctx context.Context, wr *writeRequest) (*writeResponse, error) {
+func (l *Ledger) editSlice(ctx context.Context, req *Request) (*Response, error) {
 	var ed sliceEdit
-	if wr.method == http.MethodDelete {
-		q := wr.url.Query()
+	if req.Method == http.MethodDelete {
+		q := req.URL.Query()
 		ed = sliceEdit{EntryHash: q.Get("entry_hash"), SHA256: q.Get("sha256sum"), remove: true}
-	} else if json.Unmarshal(wr.body, &ed) != nil {
+	} else if json.Unmarshal(req.Body, &ed) != nil {
 		ed = sliceEdit{}
 	}
 	if ed.EntryHash == "" || ed.SHA256 == "" {
 		// Fava answers a malformed request in its own words.
-		return s.underLedgerLock(s.forward)(ctx, wr)
+		return l.underLock(l.forward)(ctx, req)
 	}
-	l := wr.ledger
 	relocate, favaMsg, favaPath, kind := false, "", "", ""
-	return s.withRetries(ctx, wr, func(ctx context.Context, wr *writeRequest) attemptResult {
+	return l.withRetries(ctx, req, func(ctx context.Context, req *Request) attemptResult {
 		if !relocate {
-			var applied func() (*writeResponse, bool)
+			var applied func() (*Response, bool)
 			if !ed.remove {
-				applied = func() (*writeResponse, bool) { return s.appliedSlice(l, &ed) }
+				applied = func() (*Response, bool) { return l.appliedSlice(&ed) }
 			}
-			res := s.sendAttempt(ctx, wr, wr.method, wr.url, wr.body, applied)
+			res := l.sendAttempt(ctx, req, req.Method, req.URL, req.Body, applied)
 			if res.resp == nil {
 				return res
 			}
-			switch rep := s.classify(l, res.resp); rep.Outcome {
+			switch rep := res.reply; rep.Outcome {
 			case fava.UnknownHash, fava.Conflict:
 				relocate, favaMsg, favaPath = true, rep.Message, rep.ConflictPath
-				kind = metricConflictSlice
+				kind = ConflictSlice
 				if rep.Outcome == fava.UnknownHash {
-					kind = metricConflictEntryHash
+					kind = ConflictEntryHash
 				}
 			default:
 				return res
 			}
 		}
-		res := s.relocateSlice(ctx, wr, &ed, favaMsg, favaPath)
+		res := l.relocateSlice(ctx, req, &ed, favaMsg, favaPath)
 		// Counted as the conflict Fava reported, however relocating went.
 		res.conflict = kind
-		if res.resp != nil && !res.retry && res.resp.header.Get(RelocatedHeader) == "true" {
-			res.resolved = metricResolutionRelocated
+		if res.resp != nil && !res.retry && res.resp.Header.Get(RelocatedHeader) == "true" {
+			res.resolved = ResolutionRelocated
 		}
 		return res
 	})
@@ -87,15 +86,14 @@ type sliceMatch struct {
 // with PUT source. It runs holding the ledger lock.
 // favaMsg and favaPath are Fava's refusal of the forwarded edit, which the
 // 409 repeats when the entry cannot be found.
-func (s *Server) relocateSlice(ctx context.Context, wr *writeRequest, ed *sliceEdit, favaMsg, favaPath string) attemptResult {
-	l := wr.ledger
-	files, err := s.ledgerFiles(l, true)
+func (l *Ledger) relocateSlice(ctx context.Context, req *Request, ed *sliceEdit, favaMsg, favaPath string) attemptResult {
+	files, err := l.files(true)
 	if err != nil {
 		return attemptResult{err: err}
 	}
 	var found []sliceMatch
 	for _, f := range files {
-		text, err := s.readText(l, f)
+		text, err := l.readText(f)
 		if err != nil {
 			continue
 		}
@@ -110,10 +108,10 @@ func (s *Server) relocateSlice(ctx context.Context, wr *writeRequest, ed *sliceE
 		if len(found) > 1 {
 			path, current = found[0].file, ed.SHA256
 		}
-		return s.conflict(l, favaMsg, fava.ConflictSlice, path, current)
+		return l.conflict(favaMsg, fava.ConflictSlice, path, current)
 	}
 	m := found[0]
-	wr.touches(m.file)
+	req.touches(m.file)
 	var (
 		out  string
 		data any
@@ -127,12 +125,12 @@ func (s *Server) relocateSlice(ctx context.Context, wr *writeRequest, ed *sliceE
 		data = sum
 	}
 	if err != nil {
-		return s.conflict(l, favaMsg, fava.ConflictSlice, m.file, "")
+		return l.conflict(favaMsg, fava.ConflictSlice, m.file, "")
 	}
 	// Fava's PUT source writes the text back with the newline of the
 	// file's first line, as its slice edits do.
-	res := s.putSourceText(ctx, wr, m.file, out, checksum.String(m.text))
-	return s.answerWith(l, res, data, RelocatedHeader)
+	res := l.putSourceText(ctx, req, m.file, out, checksum.String(m.text))
+	return l.answerWith(res, data, RelocatedHeader)
 }
 
 // appliedSlice reports, after Fava's answer to a PUT source_slice was lost,
@@ -140,15 +138,15 @@ func (s *Server) relocateSlice(ctx context.Context, wr *writeRequest, ed *sliceE
 // slice and none has the old one. Then it returns the success Fava would
 // have sent. (A lost DELETE is not judged: the old slice being gone does not
 // show that this request removed it.)
-func (s *Server) appliedSlice(l *ledger, ed *sliceEdit) (*writeResponse, bool) {
-	files, err := s.ledgerFiles(l, true)
+func (l *Ledger) appliedSlice(ed *sliceEdit) (*Response, bool) {
+	files, err := l.files(true)
 	if err != nil {
 		return nil, false
 	}
 	newSum := checksum.String(ed.Source)
 	found := 0
 	for _, f := range files {
-		text, err := s.readText(l, f)
+		text, err := l.readText(f)
 		if err != nil {
 			return nil, false
 		}
@@ -160,5 +158,5 @@ func (s *Server) appliedSlice(l *ledger, ed *sliceEdit) (*writeResponse, bool) {
 	if found != 1 {
 		return nil, false
 	}
-	return s.success(l, newSum, ""), true
+	return l.success(newSum, ""), true
 }
