@@ -394,6 +394,11 @@ func (c *Config) Validate() error {
 	default:
 		add("auth.mode: %q is not one of \"\", basic, token", c.Auth.Mode)
 	}
+	if len(c.Auth.ReadOnlyUsers) > 0 && c.Auth.Mode == "" && len(c.Identity.TrustedProxies) == 0 {
+		// The user would be the Basic user name a client chooses: any
+		// client could write by naming another user.
+		add("auth.read_only_users: needs auth.mode or identity.trusted_proxies; without either, the user is whatever Basic user name a client sends")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

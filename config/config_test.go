@@ -123,3 +123,36 @@ func TestValidateMetaKey(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateReadOnlyUsersNeedIdentity: read_only_users without auth.mode
+// and without trusted proxies would take the Basic user name a client
+// chooses for its identity, so any client could write as another user.
+// Validate refuses that, and accepts either way of establishing who a user
+// is.
+func TestValidateReadOnlyUsersNeedIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		configure func(*Config)
+		ok        bool
+	}{
+		{"Alone", func(*Config) {}, false},
+		{"TrustedProxy", func(c *Config) { c.Identity.TrustedProxies = []string{"127.0.0.1"} }, true},
+		{"AuthToken", func(c *Config) {
+			c.Auth.Mode = "token"
+			c.Auth.Tokens = []Token{{User: "viewer", SHA256: strings.Repeat("ab", 32)}}
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig(t)
+			c.Auth.ReadOnlyUsers = []string{"viewer"}
+			tc.configure(&c)
+			err := c.Validate()
+			if got := err == nil; got != tc.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "auth.read_only_users:") {
+				t.Errorf("error does not name the key: %v", err)
+			}
+		})
+	}
+}
