@@ -49,6 +49,9 @@ type favaFront struct {
 	// value (or hold is closed), whatever happens to the caller: Fava
 	// writes on after favaproxy has given up.
 	hold chan struct{}
+	// breakAddEntries, when set, closes the connection of every
+	// add_entries call without an answer and without writing: Fava died.
+	breakAddEntries atomic.Bool
 }
 
 func (f *favaFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -64,6 +67,12 @@ func (f *favaFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		if f.hold != nil {
 			<-f.hold
+		}
+		if f.breakAddEntries.Load() {
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
 		}
 		if d := time.Duration(f.delay.Load()); d > 0 {
 			time.Sleep(d)

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/favaproxy/favaproxy/config"
@@ -70,6 +72,11 @@ func TestHealth(t *testing.T) {
 		{"LedgerUnreadable", func(t *testing.T, cfg *config.Config) Options {
 			return Options{} // the file is removed once New has read its title
 		}, "ledger:" + testSlug},
+		// A journal that cannot be written fails every add_entries: the
+		// state directory is replaced by a file once the server runs.
+		{"JournalUnwritable", func(t *testing.T, cfg *config.Config) Options {
+			return Options{}
+		}, "ledger:" + testSlug},
 		{"LockBroken", func(t *testing.T, cfg *config.Config) Options {
 			return Options{NewLocker: func(config.Ledger) (ledger.Locker, error) {
 				return checkedLocker{ledger.NewRWLock(), errors.New("lock file: permission denied")}, nil
@@ -81,10 +88,17 @@ func TestHealth(t *testing.T) {
 			cfg := testConfig(t, upURL)
 			o := tc.setup(t, &cfg)
 			p := startProxy(t, cfg, o)
-			if tc.name == "LedgerUnreadable" {
+			switch tc.name {
+			case "LedgerUnreadable":
 				if err := os.Remove(cfg.Ledgers[0].File); err != nil {
 					t.Fatal(err)
 				}
+			case "JournalUnwritable":
+				state := cfg.Ledgers[0].StatePath()
+				if err := os.RemoveAll(state); err != nil {
+					t.Fatal(err)
+				}
+				writeText(t, state, "not a directory")
 			}
 			resp, body := do(t, "GET", p.URL+"/readyz", "", nil)
 			if got, want := resp.StatusCode, http.StatusServiceUnavailable; got != want {
@@ -97,6 +111,14 @@ func TestHealth(t *testing.T) {
 			checks, _ := m["checks"].(map[string]any)
 			if v, _ := checks[tc.check].(string); v == "" || v == "ok" {
 				t.Errorf("checks[%q]=%q, want the failure; body %s", tc.check, v, body)
+			}
+			// /readyz is not authenticated: it names no file and repeats
+			// no raw error; the log has the details.
+			if dir := filepath.Dir(cfg.Ledgers[0].File); strings.Contains(body, dir) || strings.Contains(body, "denied") {
+				t.Errorf("body gives details away: %s", body)
+			}
+			if !strings.Contains(p.Log.String(), "not ready") {
+				t.Errorf("the failure is not logged:\n%s", p.Log.String())
 			}
 		})
 	}
