@@ -70,28 +70,28 @@ var rejectReasons = map[string]string{
 	favaproxy.EForbidden:    metricRejectForbidden,
 }
 
-// countReject counts err, the reason of a refused request, if it is a
+// rejectErr counts err, the reason of a refused request, if it is a
 // rejection (not, say, a failure of Fava).
-func (s *Server) countReject(err error) {
+func (m *metrics) rejectErr(err error) {
 	if reason := favaproxy.RejectReason(err); reason != "" {
-		s.metrics.reject(reason)
+		m.reject(reason)
 		return
 	}
 	if reason, ok := rejectReasons[favaproxy.ErrorCode(err)]; ok {
-		s.metrics.reject(reason)
+		m.reject(reason)
 	}
 }
 
 // countUpstreamError counts a failed call to Fava: err from upstreamError
 // (dial or timeout), or a status of 500 and above.
-func (s *Server) countUpstreamError(err error, status int) {
+func (m *metrics) countUpstreamError(err error, status int) {
 	switch {
 	case err != nil && favaproxy.ErrorCode(err) == favaproxy.ETimeout:
-		s.metrics.UpstreamError(metricUpstreamTimeout)
+		m.UpstreamError(metricUpstreamTimeout)
 	case err != nil:
-		s.metrics.UpstreamError(metricUpstreamDial)
+		m.UpstreamError(metricUpstreamDial)
 	case status >= 500:
-		s.metrics.UpstreamError(metricUpstreamStatus5xx)
+		m.UpstreamError(metricUpstreamStatus5xx)
 	}
 }
 

@@ -53,7 +53,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 
 // modifyResponse makes a read's shared lock end when Fava's body does.
 func (s *Server) modifyResponse(resp *http.Response) error {
-	s.countUpstreamError(nil, resp.StatusCode)
+	s.metrics.countUpstreamError(nil, resp.StatusCode)
 	// favaproxy's own X-Request-ID is already set on the answer.
 	resp.Header.Del("X-Request-ID")
 	info, _ := resp.Request.Context().Value(infoKey{}).(*reqInfo)
@@ -64,24 +64,14 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	if info.release != nil {
 		resp.Body = &releaseBody{ReadCloser: resp.Body, release: info.release}
 	}
-	if l, ok := s.isSourceRead(resp.Request.Method, info.cleanPath); ok {
-		rememberSource(l, resp)
+	if resp.Request.Method == http.MethodGet && strings.HasSuffix(info.cleanPath, "/api/source") {
+		// A GET source of a ledger: /<slug>/api/source.
+		slug, rest, _ := strings.Cut(strings.TrimPrefix(info.cleanPath, "/"), "/")
+		if l := s.bySlug[slug]; l != nil && rest == "api/source" {
+			rememberSource(l, resp)
+		}
 	}
 	return nil
-}
-
-// isSourceRead reports whether a read is Fava's GET source of a ledger,
-// and returns the ledger.
-func (s *Server) isSourceRead(method, cleanPath string) (*ledger.Ledger, bool) {
-	if method != http.MethodGet || !strings.HasSuffix(cleanPath, "/api/source") {
-		return nil, false
-	}
-	slug, rest, ok := strings.Cut(strings.TrimPrefix(cleanPath, "/"), "/")
-	if !ok || rest != "api/source" {
-		return nil, false
-	}
-	l := s.bySlug[slug]
-	return l, l != nil
 }
 
 // rememberSource hands the file text of a GET source answer that passes
@@ -148,7 +138,7 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	err = fava.CallError(err)
-	s.countUpstreamError(err, 0)
+	s.metrics.countUpstreamError(err, 0)
 	s.log.Warn("pass-through failed", "method", r.Method, "path", r.URL.Path,
 		"status", httpStatus(err), "request_id", info.requestID, "err", err)
 	s.fail(w, r, info, favaproxy.KindRead, err)

@@ -178,7 +178,7 @@ func (s *Server) openLedgers(cfg config.Config, o Options) error {
 		var lk ledger.Locker
 		if o.NewLocker != nil {
 			if lk, err = o.NewLocker(lc); err != nil {
-				s.closeLedgers(context.Background())
+				_ = s.Close(context.Background())
 				return fmt.Errorf("open lock of ledger %s: %w", lc.File, err)
 			}
 		}
@@ -189,7 +189,7 @@ func (s *Server) openLedgers(cfg config.Config, o Options) error {
 		}
 		l, err := ledger.Open(context.Background(), cfg, lc, lo)
 		if err != nil {
-			s.closeLedgers(context.Background())
+			_ = s.Close(context.Background())
 			return err
 		}
 		s.ledgers = append(s.ledgers, l)
@@ -200,18 +200,9 @@ func (s *Server) openLedgers(cfg config.Config, o Options) error {
 	return nil
 }
 
-// closeLedgers closes every open ledger, waiting while ctx lasts for their
-// writes in progress.
-func (s *Server) closeLedgers(ctx context.Context) error {
-	var errs []error
-	for _, l := range s.ledgers {
-		errs = append(errs, l.Close(ctx))
-	}
-	return errors.Join(errs...)
-}
-
-// Close closes the server's ledgers. Serve does it when it returns; call
-// Close for a server that is never served. Only the first call counts.
+// Close closes the server's ledgers, waiting while ctx lasts for their
+// writes in progress. Serve does it when it returns; call Close for a
+// server that is never served. Only the first call counts.
 func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -220,7 +211,11 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	return s.closeLedgers(ctx)
+	var errs []error
+	for _, l := range s.ledgers {
+		errs = append(errs, l.Close(ctx))
+	}
+	return errors.Join(errs...)
 }
 
 // resolveSlugs returns the slug of every ledger: the configured one, or the
@@ -443,7 +438,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, info *reqInfo, kin
 	if favaproxy.ErrorCode(err) == favaproxy.ECanceled {
 		return // nobody is listening
 	}
-	s.countReject(err)
+	s.metrics.rejectErr(err)
 	if kind.IsWrite() || isAPIPath(info.cleanPath) {
 		writeJSONError(w, err)
 		return

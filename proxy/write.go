@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/fava"
 	"github.com/favaproxy/favaproxy/ledger"
 )
 
-// bodyLimit returns the most bytes a write's body may have.
-func (s *Server) bodyLimit(kind favaproxy.Kind, r *http.Request, cleanPath string) int64 {
-	l := s.cfg.Limits
+// bodyLimit returns the most bytes a write's body may have under l.
+func bodyLimit(l config.Limits, kind favaproxy.Kind, r *http.Request, cleanPath string) int64 {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch {
 	case strings.HasPrefix(mt, "multipart/"), kind == favaproxy.KindImport,
@@ -48,7 +48,7 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, info *reqInf
 		s.refuse(w, r, info, slug, kind, err)
 		return
 	}
-	limit := s.bodyLimit(kind, r, info.cleanPath)
+	limit := bodyLimit(s.cfg.Limits, kind, r, info.cleanPath)
 	if r.ContentLength > limit {
 		err := favaproxy.Errorf(favaproxy.ETooLarge, "body over %d bytes", limit)
 		s.refuse(w, r, info, slug, kind, err)
