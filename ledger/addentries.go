@@ -259,10 +259,12 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 	fctx, cancel := context.WithTimeout(ctx, l.all.Timeouts.Upstream)
 	resp, ferr := l.send(fctx, &fw, first.Method, first.URL, body)
 	cancel()
-	l.metrics.Batch(l.slug, len(batch))
-	for _, ar := range batch {
-		ar.req.Stats.Upstream += fw.Stats.Upstream
-		ar.req.Stats.Batch = len(batch)
+	if fw.Stats.Batch > 0 { // sent
+		l.metrics.Batch(l.slug, len(batch))
+		for _, ar := range batch {
+			ar.req.Stats.Upstream += fw.Stats.Upstream
+			ar.req.Stats.Batch = len(batch)
+		}
 	}
 	after := l.snapshot()
 	files := before.changes(after, "")
