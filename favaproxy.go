@@ -38,18 +38,21 @@ func (k Kind) IsWrite() bool {
 
 // Error codes. The proxy maps each to one HTTP status.
 const (
-	EInvalid      = "invalid"       // 400: malformed request
-	EUnauthorized = "unauthorized"  // 401: no or bad credentials
-	EForbidden    = "forbidden"     // 403: the user may not write
-	ENotFound     = "not_found"     // 404: no such ledger or route
-	EConflict     = "conflict"      // 409: a conflict favaproxy could not resolve
-	ETooLarge     = "too_large"     // 413: body over the route's limit
-	EMismatch     = "mismatch"      // 422: idempotency key reused for another request
-	EUnavailable  = "unavailable"   // 503: lock wait timed out, queue full, shutting down
-	EUpstream     = "upstream"      // 502: Fava could not be reached or answered garbage
-	ETimeout      = "timeout"       // 504: Fava did not answer in time
-	EInternal     = "internal"      // 500: a bug or an I/O failure in favaproxy
-	ECanceled     = "client_closed" // 499: the client went away (logs only)
+	EInvalid      = "invalid"      // 400: malformed request
+	EUnauthorized = "unauthorized" // 401: no or bad credentials
+	EForbidden    = "forbidden"    // 403: the user may not write
+	ENotFound     = "not_found"    // 404: no such ledger or route
+	EConflict     = "conflict"     // 409: a conflict favaproxy could not resolve
+	ETooLarge     = "too_large"    // 413: body over the route's limit
+	EMismatch     = "mismatch"     // 422: idempotency key reused for another request
+	EUnavailable  = "unavailable"  // 503: lock wait timed out, queue full, shutting down
+	EUpstream     = "upstream"     // 502: Fava could not be reached or answered garbage
+	ETimeout      = "timeout"      // 504: Fava did not answer in time
+	EInternal     = "internal"     // 500: a bug or an I/O failure in favaproxy
+	// EInsufficientStorage is 507: favaproxy could not save what a safe
+	// write needs (a full disk); nothing was written.
+	EInsufficientStorage = "insufficient_storage"
+	ECanceled            = "client_closed" // 499: the client went away (logs only)
 )
 
 // Error is an error with a code the proxy maps to an HTTP status, and a
@@ -166,18 +169,19 @@ func RejectReason(err error) string {
 // statusOf maps error codes to HTTP statuses. It is the only place that
 // does.
 var statusOf = map[string]int{
-	EInvalid:      400,
-	EUnauthorized: 401,
-	EForbidden:    403,
-	ENotFound:     404,
-	EConflict:     409,
-	ETooLarge:     413,
-	EMismatch:     422,
-	EUnavailable:  503,
-	EUpstream:     502,
-	ETimeout:      504,
-	EInternal:     500,
-	ECanceled:     499, // never sent: the client is gone; logs only
+	EInvalid:             400,
+	EUnauthorized:        401,
+	EForbidden:           403,
+	ENotFound:            404,
+	EConflict:            409,
+	ETooLarge:            413,
+	EMismatch:            422,
+	EUnavailable:         503,
+	EUpstream:            502,
+	ETimeout:             504,
+	EInternal:            500,
+	EInsufficientStorage: 507,
+	ECanceled:            499, // never sent: the client is gone; logs only
 }
 
 // HTTPStatus returns the HTTP status that answers err: the status of its

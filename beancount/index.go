@@ -198,6 +198,23 @@ func (ix *Index) Blocks(file string) []Block {
 	return f.blocks()
 }
 
+// Any reports whether some block of file, as of the last Refresh, matches
+// match. It copies nothing.
+func (ix *Index) Any(file string, match func(*Block) bool) bool {
+	f := ix.snap.Load().byPath[file]
+	if f == nil {
+		return false
+	}
+	for _, p := range f.parts() {
+		for i := range p.blocks[:p.n] {
+			if match(&p.blocks[i]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Transactions calls fn for every transaction of the ledger, file by file in
 // ledger order, until fn returns false.
 func (ix *Index) Transactions(fn func(file string, b Block) bool) {

@@ -75,7 +75,8 @@ type Block struct {
 	// Flag is a transaction's flag ("*", "!", ...); "txn" is reported as "*".
 	Flag string
 	// Payee and Narration are a transaction's strings, unescaped. A note's
-	// comment and an event's description are reported as Narration.
+	// comment, an event's description and a custom directive's second
+	// string (after its type) are reported as Narration.
 	Payee, Narration string
 	// Links and Tags are without '^' and '#', each listed once, in order of
 	// appearance. Tags of transactions and documents include the tags of
@@ -1082,8 +1083,10 @@ done:
 		} else {
 			b.Narration = s1
 		}
-	case KindDocument, KindQuery, KindCustom:
+	case KindDocument, KindQuery:
 		b.Value = s1
+	case KindCustom:
+		b.Value, b.Narration = s1, s2
 	}
 }
 

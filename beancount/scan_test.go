@@ -258,7 +258,7 @@ func TestScan(t *testing.T) {
 				"2024-01-02 balance Assets:Café 1 USD\n2024-01-02 pad Assets:Café Equity:O\n" +
 				"2024-01-02 note Assets:Café \"said \\\"hi\\\"\"\n2024-01-02 document Assets:Café \"a.pdf\" ^d\n" +
 				"2024-01-02 price EUR 1.1 USD\n2024-01-02 commodity EUR\n2024-01-02 event \"loc\" \"home\"\n" +
-				"2024-01-02 query \"q\" \"SELECT 1\"\n2024-01-02 custom \"budget\" Assets:Café 1 USD\n2024-01-02 bogus x\nfoo bar\n",
+				"2024-01-02 query \"q\" \"SELECT 1\"\n2024-01-02 custom \"budget\" Assets:Café 1 USD\n2024-01-02 custom \"fava-option\" \"insert-entry\" \"Expenses\"\n2024-01-02 bogus x\nfoo bar\n",
 			want: []beancount.Block{
 				{Kind: beancount.KindOpen, Date: "2024-01-01", Accounts: []string{"Assets:Café"}, Currencies: []string{"USD", "EUR"}, Meta: []beancount.Meta{{Key: "idempotency-key", Value: "k", Line: 2}}},
 				{Kind: beancount.KindBalance, Accounts: []string{"Assets:Café"}},
@@ -270,6 +270,7 @@ func TestScan(t *testing.T) {
 				{Kind: beancount.KindEvent, Value: "loc", Narration: "home"},
 				{Kind: beancount.KindQuery, Value: "q"},
 				{Kind: beancount.KindCustom, Value: "budget"},
+				{Kind: beancount.KindCustom, Value: "fava-option", Narration: "insert-entry"},
 				{Kind: beancount.KindUnknown, Date: "2024-01-02"},
 				{Kind: beancount.KindUnknown},
 			},

@@ -46,6 +46,7 @@ type Config struct {
 	Batch       Batch       `mapstructure:"batch"`
 	Idempotency Idempotency `mapstructure:"idempotency"`
 	Merge       Merge       `mapstructure:"merge"`
+	Durability  Durability  `mapstructure:"durability"`
 	Auth        Auth        `mapstructure:"auth"`
 	Log         Log         `mapstructure:"log"`
 	Metrics     Metrics     `mapstructure:"metrics"`
@@ -132,6 +133,20 @@ type Batch struct {
 	GatherDelay time.Duration `mapstructure:"gather_delay"`
 }
 
+// Durability configures crash-safe writes: a pre-image of every file a
+// write may change is kept until the write is verified and fsynced.
+type Durability struct {
+	// Disabled turns pre-images and fsync off: a write interrupted by a
+	// crash can then leave a torn ledger, and an acknowledged entry can be
+	// lost to a power cut. For measurements only.
+	Disabled bool `mapstructure:"disabled"`
+	// Quiet is how long the files of a write whose outcome is unknown (Fava
+	// did not answer, or the process that sent it died) must stay unchanged
+	// before favaproxy decides it: keeps it when it is complete, else
+	// restores the files. Default 1s.
+	Quiet time.Duration `mapstructure:"quiet"`
+}
+
 // Idempotency configures Idempotency-Key handling.
 type Idempotency struct {
 	// Header is the request header carrying the key. Default Idempotency-Key.
@@ -209,6 +224,7 @@ func Default() Config {
 		Batch:       Batch{MaxRequests: 64, MaxBytes: 4 << 20, GatherDelay: 5 * time.Millisecond},
 		Idempotency: Idempotency{Header: "Idempotency-Key", MetaKey: "idempotency-key"},
 		Merge:       Merge{CacheBytes: 64 << 20},
+		Durability:  Durability{Quiet: time.Second},
 		Log:         Log{Level: "info", Format: "text"},
 	}
 }
@@ -331,6 +347,7 @@ func (c *Config) Validate() error {
 	positive("timeouts.upstream", c.Timeouts.Upstream)
 	positive("retry.initial_interval", c.Retry.InitialInterval)
 	positive("retry.max_elapsed", c.Retry.MaxElapsed)
+	positive("durability.quiet", c.Durability.Quiet)
 	if c.Retry.MaxElapsed >= c.LockTimeout && c.LockTimeout > 0 {
 		add("retry.max_elapsed (%s) must stay below lock_timeout (%s)", c.Retry.MaxElapsed, c.LockTimeout)
 	}

@@ -48,6 +48,10 @@ const (
 	// broken connection, a reply that is not Fava's) and the key was not in
 	// the ledger afterwards: Fava may still write it.
 	OutcomeUnknown = "unknown"
+	// OutcomeRolledBack: files put back from their pre-images after a
+	// write that failed or was interrupted by a crash (or, with note
+	// "kept", an interrupted write found complete and kept).
+	OutcomeRolledBack = "rolled_back"
 	// OutcomeMerged: a stale PUT source that favaproxy merged three-way
 	// into the file's current text and wrote.
 	OutcomeMerged = "merged"

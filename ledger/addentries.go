@@ -233,18 +233,51 @@ func isUnknown(r journal.Record) bool {
 
 // commitAdds writes batch with one add_entries call and answers each of
 // its requests. before is the ledger as it was just before the call, on
-// a fresh index.
+// a fresh index. The call runs under a rollback (rollback.go) of the files
+// add_entries may change.
 func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before snapshot) ([]*Response, []error) {
 	res := make([]*Response, len(batch))
 	errs := make([]error, len(batch))
 	// The journal records of this call, appended together (one fsync)
-	// before commitAdds returns, so before any answer is sent.
+	// before commitAdds returns, so before any answer is sent, and before
+	// the rollback of a kept write is committed.
 	var recAdds []*addRequest
 	var recs []journal.Record
 	record := func(ar *addRequest, r journal.Record) {
 		recAdds, recs = append(recAdds, ar), append(recs, r)
 	}
-	defer func() { l.appendAddRecords(recAdds, recs) }()
+	st := unsettled
+	var g *guard
+	defer func() {
+		l.appendAddRecords(recAdds, recs)
+		if st == written {
+			g.commit()
+		}
+	}()
+
+	m := &manifest{Kind: string(favaproxy.KindAddEntries), Insert: true, AllKeyed: true}
+	reqs := make([]*Request, len(batch))
+	for i, ar := range batch {
+		reqs[i] = ar.req
+		m.Entries += len(ar.entries)
+		if ar.key == "" {
+			m.AllKeyed = false
+			continue
+		}
+		if m.Keys == nil {
+			m.Keys = map[string]int{}
+		}
+		m.Keys[ar.key] = len(ar.entries)
+	}
+	g, err := l.begin(m, reqs, l.addTargets(), nil)
+	if err != nil {
+		for i, ar := range batch {
+			errs[i] = err
+			record(ar, journal.Record{Outcome: journal.OutcomeError, Status: favaproxy.HTTPStatus(err),
+				Files: before.changes(before, ""), Batch: len(batch), Note: err.Error()})
+		}
+		return res, errs
+	}
 
 	first := batch[0].req
 	fw := Request{Kind: first.Kind, Method: first.Method, URL: first.URL, Host: first.Host, Header: first.Header, Body: first.Body}
@@ -266,16 +299,29 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 			ar.req.Stats.Batch = len(batch)
 		}
 	}
+	st, serr := g.settle(ctx, resp, ferr)
 	after := l.snapshot()
 	files := before.changes(after, "")
-	unchanged := before.same(after)
+	// Nothing was written, in any of the ledger's files: the rollback
+	// said so, or (without one) the files are as they were.
+	unchanged := st == nothing || st == unsettled && serr == nil && before.same(after)
 
 	var reply fava.Reply
 	if ferr == nil {
 		reply = resp.Reply
 	}
+	refused := ferr == nil && reply.Outcome != fava.UpstreamError && reply.Outcome != fava.Success
 	switch {
-	case ferr == nil && reply.Outcome == fava.Success:
+	case st == unverified:
+		// Fava said success, but the files do not show the write.
+		for i, ar := range batch {
+			errs[i] = serr
+			record(ar, journal.Record{Outcome: journal.OutcomeError, Status: favaproxy.HTTPStatus(serr),
+				Files: files, Batch: len(batch), Note: serr.Error()})
+		}
+		return res, errs
+
+	case st == written && ferr == nil && reply.Outcome == fava.Success:
 		for i, ar := range batch {
 			r := toResponse(resp)
 			if len(batch) > 1 {
@@ -287,32 +333,50 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 		}
 		return res, errs
 
-	case ferr == nil && reply.Outcome != fava.UpstreamError && len(batch) > 1 && unchanged:
-		// Refused and nothing written, in any of the ledger's files: each
-		// request alone, keys checked again, so that the bad one fails
-		// alone.
+	case refused && len(batch) > 1 && unchanged:
+		// Refused and nothing written: each request alone, keys checked
+		// again, so that the bad one fails alone.
 		for i, ar := range batch {
 			r, e := l.writeAdds(ctx, []*addRequest{ar}, l.snapshot())
 			res[i], errs[i] = r[0], e[0]
 		}
 		return res, errs
 
-	case ferr == nil && reply.Outcome != fava.UpstreamError && len(batch) == 1:
+	case refused && len(batch) == 1 && serr == nil:
 		// Refused: Fava's answer, as it gave it.
 		res[0] = toResponse(resp)
 		record(batch[0], journal.Record{Outcome: journal.OutcomeError, Status: resp.Status,
 			Reply: jsonOrNil(resp.Body), Files: files, Batch: 1, Note: reply.Message})
 		return res, errs
+
+	case st == nothing:
+		// No answer (or not Fava's), and the files were found unchanged
+		// or put back: nothing was written, and a retry is safe.
+		if ferr == nil {
+			ferr = fmt.Errorf("add entries: %w", favaproxy.Errorf(favaproxy.EUpstream, "fava's answer was not understood: %s", reply.Message))
+		}
+		e := nothingWritten(ferr)
+		for i, ar := range batch {
+			errs[i] = e
+			record(ar, journal.Record{Outcome: journal.OutcomeError, Status: favaproxy.HTTPStatus(e),
+				Files: files, Batch: len(batch), Note: e.Error()})
+		}
+		return res, errs
 	}
 
-	// The outcome is not known: no answer, an answer that is not Fava's
-	// JSON, or a refusal after which the ledger changed. Nothing is resent.
-	if ferr == nil {
+	// The outcome is not known from the files alone: no answer, an answer
+	// that is not Fava's JSON, or a refusal after which the ledger changed,
+	// with no rollback to settle it (durability off, or a rollback that
+	// failed and stays hot), or a write kept as complete without an
+	// answer. Nothing is resent.
+	if serr != nil {
+		ferr = serr
+	} else if ferr == nil {
 		ferr = fmt.Errorf("add entries: %w", favaproxy.Errorf(favaproxy.EUpstream, "fava's answer was not understood: %s", reply.Message))
 	}
 	for i, ar := range batch {
 		switch {
-		case ar.key != "" && after.err == nil:
+		case ar.key != "" && after.err == nil && serr == nil:
 			found := l.keyCount(ar.key)
 			switch {
 			case found >= len(ar.entries):
@@ -331,7 +395,11 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 				record(ar, journal.Record{Outcome: journal.OutcomeUnknown, Status: favaproxy.HTTPStatus(ferr),
 					Files: files, Batch: len(batch), Note: ferr.Error()})
 			}
-		case len(batch) == 1 && resp != nil:
+		case ar.key != "":
+			errs[i] = ferr
+			record(ar, journal.Record{Outcome: journal.OutcomeUnknown, Status: favaproxy.HTTPStatus(ferr),
+				Files: files, Batch: len(batch), Note: ferr.Error()})
+		case len(batch) == 1 && resp != nil && serr == nil:
 			// Alone, without a key: Fava's answer as it is, as before.
 			res[i] = toResponse(resp)
 			record(ar, journal.Record{Outcome: journal.OutcomeError, Status: resp.Status,
@@ -345,23 +413,28 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 	return res, errs
 }
 
-// keyCount counts the entries of the ledger that carry key, as of the last
-// refresh of the index: transactions with the link, and directives whose
-// own metadata under the configured key has it as value.
-func (l *Ledger) keyCount(key string) int {
-	n := 0
-	for _, o := range l.index.Link(key) {
-		if o.Kind == beancount.KindTransaction {
-			n++
+// addTargets returns the files add_entries may change: the main file, and
+// every file with an insert-entry option (Fava inserts an entry whose
+// account matches the option's pattern before the option, in its file).
+func (l *Ledger) addTargets() []string {
+	lg := l.index.Ledger()
+	out := []string{lg.Main}
+	for _, f := range lg.Files {
+		if f != lg.Main && l.index.Any(f, isInsertEntry) {
+			out = append(out, f)
 		}
 	}
-	for _, o := range l.index.MetaValue(key) {
-		if o.Kind != beancount.KindTransaction {
-			n++
-		}
-	}
-	return n
+	return out
 }
+
+// isInsertEntry reports whether b is a custom "fava-option" "insert-entry".
+func isInsertEntry(b *beancount.Block) bool {
+	return b.Kind == beancount.KindCustom && b.Value == "fava-option" && b.Narration == "insert-entry"
+}
+
+// keyCount counts the entries of the ledger that carry key, as of the last
+// refresh of the index.
+func (l *Ledger) keyCount(key string) int { return keyCount(l.index, key) }
 
 // partialAnswer is the 409 for a key with fewer entries in the ledger than
 // were sent; it is recorded in the journal.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -55,6 +56,9 @@ type Options struct {
 	// returns ctx's error). Nil means a timer; tests replace it so that
 	// they never sleep.
 	RetrySleep func(ctx context.Context, d time.Duration) error
+	// Sync makes a file's data durable. Nil means (*os.File).Sync; tests
+	// record the order of fsyncs and answers.
+	Sync func(*os.File) error
 }
 
 // Ledger is one ledger Fava serves and everything favaproxy keeps for it:
@@ -88,6 +92,13 @@ type Ledger struct {
 	// journal is the ledger's journal of writes: idempotency keys and the
 	// audit trail. The journal re-opens its file when it is replaced.
 	journal *journal.Journal
+	// rb is the rollback journal: pre-images of the files a write may
+	// change (rollback.go).
+	rb *rollbacks
+	// unsettled is set while a rollback is left hot (a request Fava did
+	// not answer in time, a rollback that failed, a crash found at open)
+	// until a writer settles it; /readyz reports it.
+	unsettled atomic.Bool
 	// adds is the group commit of add_entries.
 	adds *group[*addRequest, *Response]
 	// handlers carries out each kind of write (see newHandlers).
@@ -128,6 +139,10 @@ func Open(ctx context.Context, all config.Config, cfg config.Ledger, o Options) 
 		index:        beancount.NewIndex(cfg.File, beancount.IndexOptions{MetaKey: all.Idempotency.MetaKey}),
 		retry:        retrier{cfg: all.Retry, clock: o.RetryClock, sleep: o.RetrySleep},
 		inflightKeys: map[string]bool{},
+		rb:           &rollbacks{dir: rollbackDir(cfg.StatePath(), cfg.File), sync: o.Sync},
+	}
+	if l.rb.sync == nil {
+		l.rb.sync = syncFile
 	}
 	if l.log == nil {
 		l.log = slog.Default()
@@ -160,7 +175,34 @@ func Open(ctx context.Context, all config.Config, cfg config.Ledger, o Options) 
 		gather:   batchGather(all.Batch),
 	}
 	l.handlers = l.newHandlers()
+	if err := l.recoverAtOpen(ctx); err != nil {
+		j.Close()
+		return nil, fmt.Errorf("open ledger %s: %w", cfg.File, err)
+	}
 	return l, nil
+}
+
+// recoverAtOpen settles a write a crash interrupted, holding the ledger
+// lock, before the ledger serves.
+func (l *Ledger) recoverAtOpen(ctx context.Context) error {
+	if m, err := l.rb.hot(); err != nil || m == nil {
+		return err
+	}
+	lctx, cancel := context.WithTimeout(ctx, l.all.LockTimeout)
+	defer cancel()
+	release, err := l.lock.Lock(lctx)
+	if err != nil {
+		return fmt.Errorf("lock to recover: %w", err)
+	}
+	defer release()
+	_, err = l.recoverHot(ctx)
+	var still *errStillRunning
+	if errors.As(err, &still) {
+		// The writer that finds it after its deadline settles it.
+		l.log.Warn("an interrupted write may still be running at fava; writes wait for it", "ledger", l.slug, "until", still.until)
+		return nil
+	}
+	return err
 }
 
 // Close refuses new writes, waits (while ctx lasts) for the writes in
@@ -360,7 +402,24 @@ func (l *Ledger) lockExclusive(ctx context.Context) (release func(), err error) 
 	if err != nil {
 		return nil, lockErr(ctx, "ledger lock", err)
 	}
-	return l.timeHold(ModeExclusive, release), nil
+	release = l.timeHold(ModeExclusive, release)
+	// A write interrupted by a crash (of this or another process) or left
+	// unanswered by Fava is settled before anything else is written.
+	if _, err := os.Stat(l.rb.manifestPath()); err == nil {
+		if _, err := l.recoverHot(context.WithoutCancel(ctx)); err != nil {
+			release()
+			var still *errStillRunning
+			if errors.As(err, &still) {
+				return nil, favaproxy.WithRetryAfter(fmt.Errorf("%w: %w", favaproxy.Errorf(favaproxy.EUnavailable,
+					"an earlier write that fava did not answer may still be running; retry later"), err),
+					max(1, int(math.Ceil(time.Until(still.until).Seconds()))))
+			}
+			l.log.Error("settle an interrupted write", "ledger", l.slug, "err", err.Error())
+			return nil, favaproxy.WithRetryAfter(fmt.Errorf("%w: %w", favaproxy.Errorf(favaproxy.EUnavailable,
+				"the ledger is being recovered from an interrupted write; retry later"), err), retryAfterLockTimeout)
+		}
+	}
+	return release, nil
 }
 
 // lockFor takes the ledger's exclusive lock for req (see lockExclusive)
@@ -441,13 +500,75 @@ func (l *Ledger) underLock(fn handler) handler {
 	}
 }
 
-// forward sends req to Fava as it is and returns Fava's answer.
+// forward sends req to Fava as it is and returns Fava's answer. Any of
+// the ledger's files may change (extensions, documents), so all of them
+// are saved first.
 func (l *Ledger) forward(ctx context.Context, req *Request) (*Response, error) {
-	resp, err := l.send(ctx, req, req.Method, req.URL, req.Body)
+	files, err := l.files(false)
+	if err != nil {
+		return nil, err
+	}
+	resp, _, err := l.sendWrite(ctx, req, files, nil, req.Method, req.URL, req.Body)
 	if err != nil {
 		return nil, err
 	}
 	return toResponse(resp), nil
+}
+
+// sendWrite sends a write to Fava under a rollback of files (rollback.go):
+// their pre-images are saved first, and after Fava's answer the write is
+// settled — kept (verified, fsynced), or rolled back. want is what the
+// files hold when the write is complete, where known (nil: not known).
+// When the write was rolled back after Fava gave no answer, the error says
+// that nothing was written.
+func (l *Ledger) sendWrite(ctx context.Context, req *Request, files []string, want *expectation, method string, u *url.URL, body []byte) (*fava.Response, settled, error) {
+	m := &manifest{Kind: string(req.Kind)}
+	var sums map[string]string
+	if want != nil {
+		sums, m.SliceOld, m.SliceNew = want.sums, want.sliceOld, want.sliceNew
+	}
+	g, err := l.begin(m, []*Request{req}, files, sums)
+	if err != nil {
+		return nil, nothing, err
+	}
+	resp, err := l.send(ctx, req, method, u, body)
+	st, serr := g.settle(ctx, resp, err)
+	if st == written {
+		g.commit()
+	}
+	switch {
+	case serr != nil:
+		return nil, st, serr
+	case err != nil && st == nothing && isCallError(err) && !fava.IsDialError(err):
+		return nil, st, nothingWritten(err)
+	}
+	return resp, st, err
+}
+
+// expectation is what the files hold once a write is complete, where it is
+// known: the checksum of a file (PUT source), or a slice edit's old slice
+// gone and its new slice found once.
+type expectation struct {
+	sums               map[string]string
+	sliceOld, sliceNew string
+}
+
+// isCallError reports whether err is a failed call to Fava (not a refusal
+// before anything was sent).
+func isCallError(err error) bool {
+	c := favaproxy.ErrorCode(err)
+	return c == favaproxy.EUpstream || c == favaproxy.ETimeout
+}
+
+// nothingWritten is the answer to a write Fava did not answer, whose files
+// favaproxy then found unchanged or put back: the failure's code (502, 504)
+// with a message that says so.
+func nothingWritten(err error) error {
+	code := favaproxy.ErrorCode(err)
+	if code != favaproxy.ETimeout {
+		code = favaproxy.EUpstream
+	}
+	return fmt.Errorf("%w: %w", favaproxy.Errorf(code, "fava did not answer the write; nothing was written"), err)
 }
 
 // send sends method u with body to Fava on behalf of req, with req's
@@ -534,6 +655,9 @@ func (l *Ledger) Check() error {
 		return fmt.Errorf("journal: %w", err)
 	}
 	jf.Close()
+	if l.unsettled.Load() {
+		return errors.New("an interrupted write is not settled yet: writes wait for it")
+	}
 	return nil
 }
 

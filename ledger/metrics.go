@@ -19,6 +19,10 @@ type Metrics interface {
 	IdempotencyMismatch(ledger string)
 	// Batch observes the client requests in one add_entries call to Fava.
 	Batch(ledger string, requests int)
+	// Rollback counts an event of the rollback journal (Rollback*).
+	Rollback(ledger, event string)
+	// Fsync observes the time spent making pre-images or a write durable.
+	Fsync(ledger string, d time.Duration)
 }
 
 // Lock modes.
@@ -52,3 +56,5 @@ func (nopMetrics) Conflict(string, string, string)        {}
 func (nopMetrics) IdempotentReplay(string)                {}
 func (nopMetrics) IdempotencyMismatch(string)             {}
 func (nopMetrics) Batch(string, int)                      {}
+func (nopMetrics) Rollback(string, string)                {}
+func (nopMetrics) Fsync(string, time.Duration)            {}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 
 	"github.com/favaproxy/favaproxy/beancount"
 	"github.com/favaproxy/favaproxy/checksum"
@@ -47,10 +48,12 @@ func (l *Ledger) editSlice(ctx context.Context, req *Request) (*Response, error)
 	return l.withRetries(ctx, req, func(ctx context.Context, req *Request) attemptResult {
 		if !relocate {
 			var applied func() (*Response, bool)
+			var want *expectation
 			if !ed.remove {
 				applied = func() (*Response, bool) { return l.appliedSlice(&ed) }
+				want = &expectation{sliceOld: ed.SHA256, sliceNew: checksum.String(ed.Source)}
 			}
-			res := l.sendAttempt(ctx, req, req.Method, req.URL, req.Body, applied)
+			res := l.sendAttempt(ctx, req, l.sliceFiles(ed.SHA256), want, req.Method, req.URL, req.Body, applied)
 			if res.resp == nil {
 				return res
 			}
@@ -159,4 +162,20 @@ func (l *Ledger) appliedSlice(ed *sliceEdit) (*Response, bool) {
 		return nil, false
 	}
 	return l.success(newSum, ""), true
+}
+
+// sliceFiles returns the files that hold an entry whose slice has checksum
+// sum (the files a slice edit may change), or, when none does, all of the
+// ledger's files.
+func (l *Ledger) sliceFiles(sum string) []string {
+	var out []string
+	for _, o := range l.index.SliceSum(sum) {
+		if !slices.Contains(out, o.File) {
+			out = append(out, o.File)
+		}
+	}
+	if len(out) == 0 {
+		out, _ = l.files(false)
+	}
+	return out
 }

@@ -56,11 +56,12 @@ func (l *Ledger) putSource(ctx context.Context, req *Request) (*Response, error)
 		cur, err := l.readText(file)
 		if err != nil {
 			// favaproxy cannot read the file itself: Fava decides.
-			return l.sendAttempt(ctx, req, req.Method, req.URL, req.Body, nil)
+			return l.sendAttempt(ctx, req, []string{file}, nil, req.Method, req.URL, req.Body, nil)
 		}
 		curSum := checksum.String(cur)
 		if body.SHA256 == curSum {
-			res := l.sendAttempt(ctx, req, req.Method, req.URL, req.Body, func() (*Response, bool) {
+			want := &expectation{sums: map[string]string{file: checksum.String(clientText)}}
+			res := l.sendAttempt(ctx, req, []string{file}, want, req.Method, req.URL, req.Body, func() (*Response, bool) {
 				return l.appliedFile(file, clientText)
 			})
 			switch res.reply.Outcome {
@@ -106,9 +107,11 @@ func (l *Ledger) putSourceText(ctx context.Context, req *Request, filePath, text
 	if err != nil {
 		return attemptResult{err: fmt.Errorf("encode source: %w", err)}
 	}
-	res := l.sendAttempt(ctx, req, http.MethodPut, l.apiURL("source", nil), body, func() (*Response, bool) {
-		return l.appliedFile(filepath.Clean(filePath), text)
-	})
+	file := filepath.Clean(filePath)
+	res := l.sendAttempt(ctx, req, []string{file}, &expectation{sums: map[string]string{file: checksum.String(text)}},
+		http.MethodPut, l.apiURL("source", nil), body, func() (*Response, bool) {
+			return l.appliedFile(file, text)
+		})
 	switch res.reply.Outcome {
 	case fava.Success:
 		l.versions.Add(text)
@@ -120,14 +123,14 @@ func (l *Ledger) putSourceText(ctx context.Context, req *Request, filePath, text
 	return res
 }
 
-// sendAttempt sends one request to Fava for an attempt. A dial error asks
-// for a retry (the request never reached Fava). Any other failure to get
-// an answer, or an answer that is an upstream error (HTML 500, garbage), is
-// ambiguous: the write may have happened, so applied, when given, is asked
-// whether the file already holds what was asked for; if so its answer is
-// the success.
-func (l *Ledger) sendAttempt(ctx context.Context, req *Request, method string, u *url.URL, body []byte, applied func() (*Response, bool)) attemptResult {
-	resp, err := l.send(ctx, req, method, u, body)
+// sendAttempt sends one write to Fava for an attempt, under a rollback of
+// files (see sendWrite). A dial error asks for a retry (the request never
+// reached Fava). Any other failure to get an answer, or an answer that is
+// an upstream error (HTML 500, garbage), is ambiguous: the write may have
+// happened, so applied, when given, is asked whether the file already
+// holds what was asked for; if so its answer is the success.
+func (l *Ledger) sendAttempt(ctx context.Context, req *Request, files []string, want *expectation, method string, u *url.URL, body []byte, applied func() (*Response, bool)) attemptResult {
+	resp, _, err := l.sendWrite(ctx, req, files, want, method, u, body)
 	switch {
 	case err != nil && fava.IsDialError(err):
 		return attemptResult{err: err, retry: true}

@@ -124,6 +124,7 @@ func newAddEnv(tb testing.TB, style, extra string) *addEnv {
 	cfg.Upstream = up.URL
 	cfg.Ledgers = []config.Ledger{{File: file}}
 	cfg.ShutdownGrace = 5 * time.Second
+	cfg.Durability.Quiet = 20 * time.Millisecond // Fava that does not answer is gone at once here
 	if err := cfg.Validate(); err != nil {
 		tb.Fatal(err)
 	}
@@ -690,19 +691,37 @@ func TestAddEntriesPartialWriteIs409(t *testing.T) {
 // write is not resent; a keyed request is answered from the ledger (504
 // while nothing is there), a retry right after is held off with 503 (Fava
 // may still write the first attempt), and a retry once Fava has written is
-// a replay.
+// a replay. With the rollback journal, the files are not touched while the
+// request may still run at Fava (timeouts.upstream after favaproxy gave
+// up); after that, the keyed write Fava finished is kept (complete) and the
+// unkeyed one, which nothing can show complete, is rolled back, so a
+// client that retries it without a key does not store it twice.
 func TestAddEntriesTimeoutNotResent(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "NoRollback", true: "Rollback"}[durable], func(t *testing.T) {
+			testTimeoutNotResent(t, durable)
+		})
+	}
+}
+
+func testTimeoutNotResent(t *testing.T, durable bool) {
 	e := newAddEnv(t, favatest.Style130, "")
 	// Fava holds each write until the test lets it go, so the retry below
 	// meets an attempt Fava has not written yet however slow the machine
 	// is; the hold-off lasts Timeouts.Upstream, long enough for a retry
 	// sent right after the 504 on a loaded machine.
 	e.cfg.Timeouts.Upstream = 500 * time.Millisecond
+	e.cfg.Durability.Disabled = !durable
+	e.cfg.Durability.Quiet = 50 * time.Millisecond
 	e.front.hold = make(chan struct{})
 	t.Cleanup(func() { close(e.front.hold) }) // before the emulator stops
 	e.start(t, Options{})
 	for _, tc := range []struct{ key, narration string }{{"k-t", "late-keyed"}, {"", "late-plain"}} {
 		resp, b := putEntries(t, e.url, "alice", tc.key, entriesBody(txn(tc.narration)))
+		if durable && resp.StatusCode == http.StatusServiceUnavailable {
+			// The first attempt's rollback waits out its deadline.
+			resp, b = retryWhile503(t, e.url, tc.key, entriesBody(txn(tc.narration)))
+		}
 		if got, want := resp.StatusCode, http.StatusGatewayTimeout; got != want {
 			t.Fatalf("%s: status=%d, want %d; %s", tc.narration, got, want, b)
 		}
@@ -720,15 +739,36 @@ func TestAddEntriesTimeoutNotResent(t *testing.T) {
 		})
 	}
 	resp, b := putEntries(t, e.url, "alice", "k-t", entriesBody(txn("late-keyed")))
+	if durable && resp.StatusCode == http.StatusServiceUnavailable {
+		resp, b = retryWhile503(t, e.url, "k-t", entriesBody(txn("late-keyed")))
+	}
 	if resp.StatusCode != http.StatusOK || resp.Header.Get(ledger.ReplayedHeader) != "true" {
 		t.Fatalf("retry: status=%d replayed=%q %s, want a 200 replay", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader), b)
 	}
 	text := e.ledgerText(t)
-	if strings.Count(text, "late-keyed") != 1 || strings.Count(text, "late-plain") != 1 {
-		t.Fatalf("want each entry once:\n%s", text)
+	plain := 1
+	if durable {
+		plain = 0
+	}
+	if strings.Count(text, "late-keyed") != 1 || strings.Count(text, "late-plain") != plain {
+		t.Fatalf("want late-keyed once and late-plain %d times:\n%s", plain, text)
 	}
 	if got, want := e.front.calls.Load(), int32(2); got != want {
 		t.Errorf("add_entries calls at Fava = %d, want %d (nothing resent)", got, want)
+	}
+}
+
+// retryWhile503 sends a keyed add_entries again while it is answered 503,
+// after the Retry-After the answer asks for (at most 5 s in all).
+func retryWhile503(tb testing.TB, url, key, body string) (*http.Response, string) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, b := putEntries(tb, url, "alice", key, body)
+		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return resp, b
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

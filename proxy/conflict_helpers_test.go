@@ -100,6 +100,7 @@ func startEmu(tb testing.TB, style string, o emuOpts) *emuEnv {
 	cfg.Upstream = upURL
 	cfg.Ledgers = []config.Ledger{{File: env.main}}
 	cfg.ShutdownGrace = 5 * time.Second
+	cfg.Durability.Quiet = 20 * time.Millisecond // Fava that does not answer is gone at once here
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/favaproxy/favaproxy/internal/favatest"
 	"github.com/favaproxy/favaproxy/journal"
@@ -39,34 +40,56 @@ func TestAddEntriesRecoversFromMissingLedger(t *testing.T) {
 	}
 }
 
-// TestUnknownOutcomeIsAJournalOutcome: a keyed add_entries that Fava never
-// answers is recorded with the outcome "unknown" (it used to be an error
-// record whose note started with a marker), and a retry of the key within
-// timeouts.upstream is held off with 503 and Retry-After.
+// TestUnknownOutcomeIsAJournalOutcome: without the rollback journal
+// (durability.disabled), a keyed add_entries that Fava never answers is
+// recorded with the outcome "unknown" (it used to be an error record whose
+// note started with a marker), and a retry of the key within
+// timeouts.upstream is held off with 503 and Retry-After. With it, the
+// files are found as they were, the write is recorded as an error that
+// wrote nothing, and a retry writes the entry once.
 func TestUnknownOutcomeIsAJournalOutcome(t *testing.T) {
-	e := newAddEnv(t, favatest.Style130, "")
-	e.front.breakAddEntries.Store(true)
-	e.start(t, Options{})
-	resp, body := putEntries(t, e.url, "alice", "k-lost", entriesBody(txn("lost")))
-	if resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusGatewayTimeout {
-		t.Fatalf("status=%d, want 502 or 504; body %s", resp.StatusCode, body)
-	}
-	j, err := journal.Open(e.cfg.Ledgers[0].StatePath(), e.file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
-	rec, ok, err := j.Latest("k-lost")
-	if err != nil || !ok {
-		t.Fatalf("no journal record for the key: ok=%v err=%v", ok, err)
-	}
-	if got, want := rec.Outcome, journal.OutcomeUnknown; got != want {
-		t.Errorf("outcome=%q, want %q (note %q)", got, want, rec.Note)
-	}
-	e.front.breakAddEntries.Store(false)
-	resp, body = putEntries(t, e.url, "alice", "k-lost", entriesBody(txn("lost")))
-	if got, want := resp.StatusCode, http.StatusServiceUnavailable; got != want || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("retry: status=%d Retry-After=%q, want %d with Retry-After; body %s",
-			got, resp.Header.Get("Retry-After"), want, body)
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "NoRollback", true: "Rollback"}[durable], func(t *testing.T) {
+			e := newAddEnv(t, favatest.Style130, "")
+			e.front.breakAddEntries.Store(true)
+			e.cfg.Durability.Disabled = !durable
+			e.cfg.Durability.Quiet = 50 * time.Millisecond
+			e.start(t, Options{})
+			resp, body := putEntries(t, e.url, "alice", "k-lost", entriesBody(txn("lost")))
+			if resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusGatewayTimeout {
+				t.Fatalf("status=%d, want 502 or 504; body %s", resp.StatusCode, body)
+			}
+			j, err := journal.Open(e.cfg.Ledgers[0].StatePath(), e.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			rec, ok, err := j.Latest("k-lost")
+			if err != nil || !ok {
+				t.Fatalf("no journal record for the key: ok=%v err=%v", ok, err)
+			}
+			want := journal.OutcomeUnknown
+			if durable {
+				want = journal.OutcomeError
+			}
+			if got := rec.Outcome; got != want {
+				t.Errorf("outcome=%q, want %q (note %q)", got, want, rec.Note)
+			}
+			e.front.breakAddEntries.Store(false)
+			resp, body = putEntries(t, e.url, "alice", "k-lost", entriesBody(txn("lost")))
+			if !durable {
+				if got, want := resp.StatusCode, http.StatusServiceUnavailable; got != want || resp.Header.Get("Retry-After") == "" {
+					t.Errorf("retry: status=%d Retry-After=%q, want %d with Retry-After; body %s",
+						got, resp.Header.Get("Retry-After"), want, body)
+				}
+				return
+			}
+			if got, want := resp.StatusCode, http.StatusOK; got != want {
+				t.Fatalf("retry: status=%d, want %d; body %s", got, want, body)
+			}
+			if got, want := strings.Count(e.ledgerText(t), "^k-lost"), 1; got != want {
+				t.Errorf("entries in the ledger = %d, want %d", got, want)
+			}
+		})
 	}
 }

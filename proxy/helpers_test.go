@@ -66,6 +66,7 @@ func testConfig(tb testing.TB, upstream string) config.Config {
 	cfg.Upstream = upstream
 	cfg.Ledgers = []config.Ledger{{File: writeLedger(tb)}}
 	cfg.ShutdownGrace = 5 * time.Second
+	cfg.Durability.Quiet = 20 * time.Millisecond // Fava that does not answer is gone at once here
 	if err := cfg.Validate(); err != nil {
 		tb.Fatal(err)
 	}

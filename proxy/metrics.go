@@ -63,6 +63,7 @@ var (
 	metricUpstreamReasons = []string{metricUpstreamDial, metricUpstreamTimeout, metricUpstreamStatus5xx, metricUpstreamBadReply}
 	metricRejectReasons   = []string{metricRejectInvalid, metricRejectTooLarge, metricRejectUnauthorized, metricRejectForbidden, metricRejectQueueFull, metricRejectLockTimeout}
 	metricKinds           = []string{metricKindRead, metricKindWrite, metricKindStatic, metricOther}
+	metricRollbackEvents  = []string{ledger.RollbackBegun, ledger.RollbackCommitted, ledger.RollbackRestored, ledger.RollbackRecovered}
 )
 
 // Histogram buckets, in seconds or requests.
@@ -94,6 +95,8 @@ type metrics struct {
 	upstreamDuration      *prometheus.HistogramVec // kind
 	upstreamErrors        *prometheus.CounterVec   // reason
 	rejected              *prometheus.CounterVec   // reason
+	rollbacks             *prometheus.CounterVec   // ledger, event
+	fsync                 *prometheus.HistogramVec // ledger
 }
 
 // newMetrics returns favaproxy's collectors registered on a new registry,
@@ -155,13 +158,22 @@ func newMetrics() *metrics {
 			Namespace: ns, Name: "rejected_requests_total",
 			Help: "Requests refused before reaching Fava, by reason (invalid, too_large, unauthorized, forbidden, queue_full, lock_timeout).",
 		}, []string{"reason"}),
+		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "rollbacks_total",
+			Help: "Events of the rollback journal of crash-safe writes, by ledger and event (begun: pre-images taken; committed: a write kept; restored: files put back after a failed write; recovered: a write interrupted by a crash settled).",
+		}, []string{"ledger", "event"}),
+		fsync: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "fsync_seconds",
+			Help:    "Time spent saving pre-images, or making a write durable, by ledger.",
+			Buckets: metricsDurationBuckets,
+		}, []string{"ledger"}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.requestDuration, m.lockWait, m.lockHold, m.queueDepth,
 		m.conflicts, m.idempotentReplays, m.idempotencyMismatches, m.batchSize,
-		m.upstreamDuration, m.upstreamErrors, m.rejected,
+		m.upstreamDuration, m.upstreamErrors, m.rejected, m.rollbacks, m.fsync,
 	)
 	// Series that do not depend on a ledger start at zero, so rate() and
 	// alerts see them before the first event.
@@ -206,6 +218,27 @@ func (m *metrics) addLedger(ledger string) {
 	}
 	m.idempotentReplays.WithLabelValues(ledger)
 	m.idempotencyMismatches.WithLabelValues(ledger)
+	for _, e := range metricRollbackEvents {
+		m.rollbacks.WithLabelValues(ledger, e)
+	}
+}
+
+// Rollback counts an event of a ledger's rollback journal: "begun",
+// "committed", "restored" or "recovered".
+func (m *metrics) Rollback(ledger, event string) {
+	if m == nil {
+		return
+	}
+	m.rollbacks.WithLabelValues(ledger, metricOneOf(event, metricRollbackEvents)).Inc()
+}
+
+// Fsync observes the time spent saving pre-images or making a write
+// durable.
+func (m *metrics) Fsync(ledger string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.fsync.WithLabelValues(ledger).Observe(d.Seconds())
 }
 
 // metricKind maps a request's kind to the kind label: read, static, write

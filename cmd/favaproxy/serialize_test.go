@@ -118,36 +118,97 @@ func TestTwoServesSerialize(t *testing.T) {
 	})
 }
 
-func TestKilledServeReplacedWithinOneSecond(t *testing.T) {
-	ledger := ledgerFile(t)
-	up := newUpstream(t, true)
-	p1 := serve(t, up, ledger)
-	p2 := serve(t, up, ledger)
+// TestKilledServeReplaced: kill -9 of the proxy holding the ledger lock
+// frees the lock at once. Without the rollback journal the next proxy's
+// write proceeds within a second, while the dead proxy's Fava may still be
+// writing (the data loss of a dead lock holder). With it, the next proxy
+// finds the dead holder's pre-images and sends nothing until that request
+// can no longer be running (timeouts.upstream after it began), then
+// proceeds.
+func TestKilledServeReplaced(t *testing.T) {
+	t.Run("WithoutRollbackWithinOneSecond", func(t *testing.T) {
+		t.Setenv("FAVAPROXY_DURABILITY_DISABLED", "true")
+		ledger := ledgerFile(t)
+		up := newUpstream(t, true)
+		p1 := serve(t, up, ledger)
+		p2 := serve(t, up, ledger)
 
-	post(t, p1)
-	select {
-	case <-up.writes: // p1 holds the ledger's lock while Fava works
-	case <-time.After(20 * time.Second):
-		t.Fatal("write through the first proxy never reached Fava")
-	}
-	second := post(t, p2)
-	select {
-	case <-up.writes:
-		t.Fatal("second proxy's write reached Fava while the first held the lock")
-	case <-time.After(200 * time.Millisecond):
-	}
-	if err := p1.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	select {
-	case <-up.writes:
-		t.Logf("second proxy proceeded %s after kill -9 of the first", time.Since(killed).Round(time.Millisecond))
-	case <-time.After(time.Second):
-		t.Fatal("second proxy did not proceed within 1s of kill -9 of the lock holder")
-	}
-	close(up.hold)
-	if got, want := <-second, http.StatusOK; got != want {
-		t.Fatalf("second proxy's write: status %d, want %d", got, want)
-	}
+		post(t, p1)
+		select {
+		case <-up.writes: // p1 holds the ledger's lock while Fava works
+		case <-time.After(20 * time.Second):
+			t.Fatal("write through the first proxy never reached Fava")
+		}
+		second := post(t, p2)
+		select {
+		case <-up.writes:
+			t.Fatal("second proxy's write reached Fava while the first held the lock")
+		case <-time.After(200 * time.Millisecond):
+		}
+		if err := p1.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		killed := time.Now()
+		select {
+		case <-up.writes:
+			t.Logf("second proxy proceeded %s after kill -9 of the first", time.Since(killed).Round(time.Millisecond))
+		case <-time.After(time.Second):
+			t.Fatal("second proxy did not proceed within 1s of kill -9 of the lock holder")
+		}
+		close(up.hold)
+		if got, want := <-second, http.StatusOK; got != want {
+			t.Fatalf("second proxy's write: status %d, want %d", got, want)
+		}
+	})
+	t.Run("WaitsOutTheDeadHoldersWrite", func(t *testing.T) {
+		const upstreamTimeout = 2 * time.Second
+		t.Setenv("FAVAPROXY_TIMEOUTS_UPSTREAM", upstreamTimeout.String())
+		t.Setenv("FAVAPROXY_DURABILITY_QUIET", "100ms")
+		ledger := ledgerFile(t)
+		up := newUpstream(t, true)
+		p1 := serve(t, up, ledger)
+		p2 := serve(t, up, ledger)
+
+		post(t, p1)
+		select {
+		case <-up.writes:
+		case <-time.After(20 * time.Second):
+			t.Fatal("write through the first proxy never reached Fava")
+		}
+		began := time.Now()
+		if err := p1.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		// Fava still holds p1's write: p2's is refused, not sent.
+		if got, want := <-post(t, p2), http.StatusServiceUnavailable; got != want {
+			t.Fatalf("write while the dead holder's request may run: status %d, want %d", got, want)
+		}
+		select {
+		case path := <-up.writes:
+			t.Fatalf("second proxy's write %s reached Fava while the dead holder's request may still run", path)
+		default:
+		}
+		// Once that request can no longer be running, writes go on.
+		var second <-chan int
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			second = post(t, p2)
+			select {
+			case <-up.writes:
+			case got := <-second:
+				if got != http.StatusServiceUnavailable || time.Now().After(deadline) {
+					t.Fatalf("write after the kill: status %d, want it to reach Fava", got)
+				}
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			break
+		}
+		if waited := time.Since(began); waited < upstreamTimeout-200*time.Millisecond {
+			t.Fatalf("second proxy's write reached Fava %s after the dead holder's began, want ≥ %s", waited, upstreamTimeout)
+		}
+		close(up.hold)
+		if got, want := <-second, http.StatusOK; got != want {
+			t.Fatalf("second proxy's write: status %d, want %d", got, want)
+		}
+	})
 }
