@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/favaproxy/favaproxy/internal/favatest"
+	"github.com/favaproxy/favaproxy/ledger"
+)
+
+// TestWriteFsyncedBeforeAnswer: favaproxy answers a write 2xx only after
+// the ledger files Fava changed are fsynced. The fsync of the ledger file
+// is held; the answer must not come while it is, and comes once it ends.
+// With durability disabled, the answer comes without any fsync of the
+// ledger (the control: the test can tell the two apart).
+func TestWriteFsyncedBeforeAnswer(t *testing.T) {
+	for _, durable := range []bool{true, false} {
+		t.Run(map[bool]string{true: "Durable", false: "Disabled"}[durable], func(t *testing.T) {
+			e := newAddEnv(t, favatest.Style130, "")
+			e.cfg.Durability.Disabled = !durable
+			main, err := filepath.EvalSymlinks(e.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ledgerSyncs atomic.Int32
+			syncing, release := make(chan struct{}, 4), make(chan struct{})
+			e.start(t, Options{AdjustLedger: func(o *ledger.Options) {
+				o.Sync = func(f *os.File) error {
+					if f.Name() == main {
+						ledgerSyncs.Add(1)
+						syncing <- struct{}{}
+						<-release
+					}
+					return f.Sync()
+				}
+			}})
+			type answer struct {
+				status int
+				body   string
+			}
+			done := make(chan answer, 1)
+			go func() {
+				resp, body := putEntries(t, e.url, "alice", "k-sync", entriesBody(txn("synced")))
+				done <- answer{resp.StatusCode, body}
+			}()
+			if !durable {
+				a := <-done
+				if a.status != http.StatusOK || ledgerSyncs.Load() != 0 {
+					t.Fatalf("status=%d with %d fsyncs of the ledger, want 200 and none; %s", a.status, ledgerSyncs.Load(), a.body)
+				}
+				return
+			}
+			select {
+			case <-syncing:
+			case a := <-done:
+				t.Fatalf("answered (status %d) before the ledger file was fsynced; %s", a.status, a.body)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the ledger file was never fsynced")
+			}
+			if !strings.Contains(e.ledgerText(t), "synced") {
+				t.Fatal("fsync before Fava wrote the entry")
+			}
+			select {
+			case a := <-done:
+				t.Fatalf("answered (status %d) while the fsync was still running", a.status)
+			case <-time.After(100 * time.Millisecond):
+			}
+			close(release)
+			if a := <-done; a.status != http.StatusOK {
+				t.Fatalf("status=%d, want 200; %s", a.status, a.body)
+			}
+		})
+	}
+}
