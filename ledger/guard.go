@@ -222,8 +222,10 @@ type Recovery struct {
 	Kind    string    `json:"kind"`
 	// RequestIDs are the interrupted write's requests.
 	RequestIDs []string `json:"request_ids,omitempty"`
-	// Kept is set when the write was complete and kept; Restored lists the
-	// files put back otherwise.
+	// Settled is set once the rollback was settled: Kept when the write
+	// was complete and kept; otherwise Restored lists the files put back
+	// (none when they were as before).
+	Settled  bool     `json:"settled"`
 	Kept     bool     `json:"kept"`
 	Restored []string `json:"restored,omitempty"`
 }
@@ -289,6 +291,7 @@ func (l *Ledger) recoverHot(ctx context.Context) (Recovery, error) {
 	if err := l.rb.commit(); err != nil {
 		return rec, fmt.Errorf("recover: %w", err)
 	}
+	rec.Settled = true
 	l.unsettled.Store(false)
 	l.metrics.Rollback(l.slug, RollbackRecovered)
 	l.log.Warn("settled an interrupted write", "ledger", l.slug, "kind", m.Kind, "kept", rec.Kept, "restored", rec.Restored)

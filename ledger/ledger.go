@@ -126,12 +126,40 @@ func Open(ctx context.Context, all config.Config, cfg config.Ledger, o Options) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if o.APIBase == nil {
+		return nil, errors.New("open ledger: no API base URL")
+	}
+	l, err := openState(all, cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	l.apiBase, l.client = o.APIBase, o.Client
+	if l.client == nil {
+		l.client = &fava.Client{}
+	}
+	l.adds = &group[*addRequest, *Response]{
+		lock:     func(ctx context.Context) (func(), error) { return l.lockExclusive(ctx) },
+		exec:     l.execAdds,
+		maxItems: batchMaxItems(all.Batch),
+		maxBytes: all.Batch.MaxBytes,
+		gather:   batchGather(all.Batch),
+	}
+	l.handlers = l.newHandlers()
+	if err := l.recoverAtOpen(ctx); err != nil {
+		l.journal.Close()
+		return nil, fmt.Errorf("open ledger %s: %w", cfg.File, err)
+	}
+	return l, nil
+}
+
+// openState opens what a ledger keeps on disk: its index (read once) and
+// its journal, with its lock and rollback directory; what talks to Fava is
+// left to Open.
+func openState(all config.Config, cfg config.Ledger, o Options) (*Ledger, error) {
 	l := &Ledger{
 		slug:         o.Slug,
 		cfg:          cfg,
 		all:          all,
-		apiBase:      o.APIBase,
-		client:       o.Client,
 		log:          o.Logger,
 		metrics:      o.Metrics,
 		lock:         o.Locker,
@@ -153,12 +181,6 @@ func Open(ctx context.Context, all config.Config, cfg config.Ledger, o Options) 
 	if l.lock == nil {
 		l.lock = NewRWLock()
 	}
-	if l.client == nil {
-		l.client = &fava.Client{}
-	}
-	if l.apiBase == nil {
-		return nil, errors.New("open ledger: no API base URL")
-	}
 	if err := l.index.Refresh(); err != nil {
 		return nil, fmt.Errorf("open ledger %s: %w", cfg.File, err)
 	}
@@ -167,18 +189,6 @@ func Open(ctx context.Context, all config.Config, cfg config.Ledger, o Options) 
 		return nil, fmt.Errorf("open ledger %s: %w", cfg.File, err)
 	}
 	l.journal = j
-	l.adds = &group[*addRequest, *Response]{
-		lock:     func(ctx context.Context) (func(), error) { return l.lockExclusive(ctx) },
-		exec:     l.execAdds,
-		maxItems: batchMaxItems(all.Batch),
-		maxBytes: all.Batch.MaxBytes,
-		gather:   batchGather(all.Batch),
-	}
-	l.handlers = l.newHandlers()
-	if err := l.recoverAtOpen(ctx); err != nil {
-		j.Close()
-		return nil, fmt.Errorf("open ledger %s: %w", cfg.File, err)
-	}
 	return l, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -14,7 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/favaproxy/favaproxy/config"
+	"github.com/favaproxy/favaproxy/ledger"
 	"github.com/favaproxy/favaproxy/lock"
 )
 
@@ -27,7 +28,8 @@ exclusive by default (no proxy write or read runs meanwhile), shared with
 --shared (proxy reads run, writes wait). It exits with CMD's status.
 
 This is how cron importers, price fetchers and git pull cooperate with the
-proxy. The lock file is the ledger's lock_file when the ledger is in the
+proxy. Before CMD runs, a write that a crash interrupted is settled, as
+serve settles it (see favaproxy recover). The lock file is the ledger's lock_file when the ledger is in the
 configuration (matched by path or slug), else .<name>.favaproxy.lock beside it.
 
 SIGINT and SIGTERM are passed on to CMD. If lock itself is killed, CMD gets
@@ -37,22 +39,12 @@ taken in time; 127 when CMD was not found.`,
 		Args: usageArgs(cobra.MinimumNArgs(1)),
 	}
 	cmd.Flags().SetInterspersed(false) // flags after CMD are CMD's
-	ledger := cmd.Flags().String("ledger", "", "ledger file, or the slug of a configured ledger (default: the only configured ledger)")
+	ledgerFlag := cmd.Flags().String("ledger", "", "ledger file, or the slug of a configured ledger (default: the only configured ledger)")
 	shared := cmd.Flags().Bool("shared", false, "take the lock shared: proxy reads may run, writes wait")
 	timeout := cmd.Flags().Duration("timeout", 0, "longest wait for the lock; 0 waits without limit")
 	cmd.Flags().Lookup("timeout").DefValue = "lock_timeout"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		cfg, err := loadConfig(nil, configFile(cmd))
-		if err != nil {
-			return err
-		}
-		if *ledger == "" {
-			if len(cfg.Ledgers) != 1 {
-				return &usageError{fmt.Errorf("lock: --ledger is required (%d ledgers configured)", len(cfg.Ledgers))}
-			}
-			*ledger = cfg.Ledgers[0].File
-		}
-		path, err := lockPathFor(cfg, *ledger)
+		cfg, lc, err := ledgerFromFlag(cmd, *ledgerFlag)
 		if err != nil {
 			return err
 		}
@@ -60,32 +52,22 @@ taken in time; 127 when CMD was not found.`,
 		if cmd.Flags().Changed("timeout") {
 			wait = *timeout
 		}
-		return runLocked(cmd.Context(), lock.New(path), *shared, wait, args)
+		l := lock.New(lc.LockPath())
+		// A write a crash interrupted is settled before CMD sees the
+		// ledger, as serve settles it before it writes.
+		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+		rctx, cancel := context.WithCancel(cmd.Context())
+		if wait > 0 {
+			rctx, cancel = context.WithTimeout(cmd.Context(), wait)
+		}
+		_, err = ledger.Recover(rctx, cfg, lc, l, log)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		return runLocked(cmd.Context(), l, *shared, wait, args)
 	}
 	return cmd
-}
-
-// lockPathFor returns the lock file of ledger (a path, or the slug of a
-// configured ledger): a configured ledger's LockPath, else the default lock
-// file beside it. The ledger file must exist: locking beside a mistyped
-// path would exclude nothing.
-func lockPathFor(cfg config.Config, ledger string) (string, error) {
-	fi, statErr := os.Stat(ledger)
-	for _, l := range cfg.Ledgers {
-		if l.Slug != "" && l.Slug == ledger && statErr != nil {
-			return l.LockPath(), nil
-		}
-		if statErr == nil && sameFile(l.File, ledger, fi) {
-			return l.LockPath(), nil
-		}
-	}
-	if statErr != nil {
-		return "", fmt.Errorf("ledger: %w", statErr)
-	}
-	if fi.IsDir() {
-		return "", fmt.Errorf("ledger: %s is a directory", ledger)
-	}
-	return config.DefaultLockFile(ledger), nil
 }
 
 func sameFile(configured, given string, givenInfo os.FileInfo) bool {

@@ -87,7 +87,7 @@ PATH or SLUG=PATH items, FAVAPROXY_AUTH_TOKENS USER:SHA256 items.`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.PersistentFlags().String("config", "", "YAML configuration file (default $FAVAPROXY_CONFIG)")
-	root.AddCommand(newServeCmd(), newRunCmd(), newHealthCmd(), newLockCmd(), newScanCmd(), newAuditCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newRunCmd(), newHealthCmd(), newLockCmd(), newScanCmd(), newAuditCmd(), newRecoverCmd(), newVerifyCmd(), newVersionCmd())
 	return root
 }
 
