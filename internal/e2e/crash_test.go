@@ -1,0 +1,269 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/favaproxy/favaproxy/internal/proctest"
+	"github.com/favaproxy/favaproxy/internal/setcheck"
+)
+
+// crashShape is the size of a crash run: a small ledger, a slow chunked
+// rewrite (so a kill lands inside it), short timeouts.
+var crashShape = shape{txns: 150, chunk: 512, pause: 2 * time.Millisecond}
+
+// crashRig is one ledger with an emulated Fava on a fixed port and one
+// favaproxy in front of it, each of which can be killed and started again.
+type crashRig struct {
+	tb     testing.TB
+	ledger string
+	emuAt  string // 127.0.0.1:PORT, kept across restarts
+	emu    *proctest.Proc
+	proxy  *proctest.Proc
+}
+
+func newCrashRig(tb testing.TB) *crashRig {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	r := &crashRig{tb: tb, ledger: newLedger(tb, crashShape.txns), emuAt: addr}
+	r.startEmu()
+	r.startProxy()
+	return r
+}
+
+func (r *crashRig) startEmu() {
+	r.tb.Helper()
+	r.emu = proctest.Start(r.tb, bins.fakefava, "--style", "1.30", "--listen", r.emuAt,
+		"--write-chunk", fmt.Sprint(crashShape.chunk), "--write-pause", crashShape.pause.String(), r.ledger)
+}
+
+func (r *crashRig) startProxy() {
+	r.tb.Helper()
+	r.proxy = startProxy(r.tb, "http://"+r.emuAt, r.ledger)
+}
+
+// keyedWrite sends one add_entries carrying the link id, with the
+// idempotency key "key-"+id; it returns the status (0 when no answer came).
+func keyedWrite(base, id string) int {
+	req, err := http.NewRequest(http.MethodPut, base+"/"+slug+"/api/add_entries", bytes.NewReader(entriesBody("crash "+id, id)))
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "key-"+id)
+	res, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// crashWriter writes keyed entries one after the other through the rig's
+// current proxy, retrying each key until it is acknowledged, as a careful
+// client does.
+type crashWriter struct {
+	rig  *crashRig
+	c    *setcheck.Checker
+	run  int
+	mu   sync.Mutex // guards base
+	base string
+	acks chanCounter
+	stop chan struct{}
+	done chan struct{}
+}
+
+type chanCounter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *chanCounter) add() { c.mu.Lock(); c.n++; c.mu.Unlock() }
+func (c *chanCounter) get() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+func (w *crashWriter) setBase(b string) { w.mu.Lock(); w.base = b; w.mu.Unlock() }
+func (w *crashWriter) getBase() string  { w.mu.Lock(); defer w.mu.Unlock(); return w.base }
+
+func (w *crashWriter) loop() {
+	defer close(w.done)
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("w-%d-%d", w.run, i)
+		w.c.Attempt(id)
+		for {
+			select {
+			case <-w.stop:
+				w.c.Indeterminate(id)
+				return
+			default:
+			}
+			if st := keyedWrite(w.getBase(), id); st >= 200 && st < 300 {
+				w.c.Ack(id)
+				w.acks.add()
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// midWrite waits until the emulator is rewriting the ledger (the file is
+// shorter than it was), then a random part of a rewrite longer.
+func midWrite(tb testing.TB, ledger string, rnd *rand.Rand) {
+	tb.Helper()
+	fi, err := os.Stat(ledger)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	full := fi.Size()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if fi, err := os.Stat(ledger); err == nil && fi.Size() < full {
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("no rewrite of the ledger began")
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	// A rewrite takes about size/chunk pauses.
+	rewrite := time.Duration(full/int64(crashShape.chunk)) * crashShape.pause
+	time.Sleep(time.Duration(rnd.Int64N(int64(rewrite))))
+}
+
+// TestCrashKillPoints: kill -9 at random points of Fava's rewrite — of the
+// emulator, of favaproxy, or of both — while a client writes keyed entries
+// and retries each until it is acknowledged. Without the rollback journal
+// (the control) the ledger is torn in most runs; with it, after every run
+// the ledger passes bean-check, every acknowledged entry is there exactly
+// once, nothing else is, and the write the kill interrupted landed exactly
+// once when retried with its key.
+func TestCrashKillPoints(t *testing.T) {
+	requireProxy(t)
+	setcheck.RequireTools(t)
+	t.Setenv("FAVAPROXY_TIMEOUTS_UPSTREAM", "2s")
+	t.Setenv("FAVAPROXY_DURABILITY_QUIET", "100ms")
+	points, controls := 10, 4
+	if *long {
+		points, controls = 50, 10
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 1))
+
+	t.Run("ControlWithoutRollback", func(t *testing.T) {
+		t.Setenv("FAVAPROXY_DURABILITY_DISABLED", "true")
+		torn := 0
+		for run := range controls {
+			rig := newCrashRig(t)
+			before, err := setcheck.CountLinks(rig.ledger, "gen-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := &crashWriter{rig: rig, c: setcheck.New(), run: run, stop: make(chan struct{}), done: make(chan struct{})}
+			w.setBase(rig.proxy.URL())
+			go w.loop()
+			midWrite(t, rig.ledger, rnd)
+			rig.emu.Kill()
+			close(w.stop)
+			<-w.done
+			rig.proxy.Kill()
+			r, err := w.c.Check(rig.ledger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, err := setcheck.CountLinks(rig.ledger, "gen-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.BeanCheckOK || len(after) < len(before) || r.Lost > 0 {
+				torn++
+			}
+			t.Logf("control run %d: original transactions %d → %d; report %s", run, len(before), len(after), r)
+		}
+		t.Logf("without the rollback journal: %d of %d kills left a torn or truncated ledger", torn, controls)
+		if torn*2 < controls {
+			t.Fatalf("only %d of %d kills tore the ledger: the experiment cannot show protection", torn, controls)
+		}
+	})
+
+	t.Run("WithRollback", func(t *testing.T) {
+		kinds := []string{"fava", "favaproxy", "both"}
+		counts := map[string]int{}
+		rolledBack := 0
+		for run := range points {
+			kind := kinds[run%len(kinds)]
+			counts[kind]++
+			rig := newCrashRig(t)
+			w := &crashWriter{rig: rig, c: setcheck.New(), run: run, stop: make(chan struct{}), done: make(chan struct{})}
+			w.setBase(rig.proxy.URL())
+			go w.loop()
+			waitAcks(t, w, 1)
+			midWrite(t, rig.ledger, rnd)
+			switch kind {
+			case "fava":
+				rig.emu.Kill()
+				rig.startEmu()
+			case "favaproxy":
+				rig.proxy.Kill()
+				rig.startProxy()
+			case "both":
+				rig.proxy.Kill()
+				rig.emu.Kill()
+				rig.startEmu()
+				rig.startProxy()
+			}
+			w.setBase(rig.proxy.URL())
+			// The interrupted key and one more must land.
+			waitAcks(t, w, w.acks.get()+2)
+			close(w.stop)
+			<-w.done
+			rig.proxy.Kill()
+			rig.emu.Kill()
+			r, err := w.c.Check(rig.ledger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rb := countIn(t, filepath.Join(filepath.Dir(rig.ledger), ".favaproxy", "main.beancount.journal.jsonl"), `"outcome":"rolled_back"`)
+			rolledBack += rb
+			t.Logf("run %d, kill %s: %d rollback records; %s", run, kind, rb, r)
+			if !r.BeanCheckOK || r.Lost > 0 || r.Duplicated > 0 || r.Unexpected > 0 {
+				t.Fatalf("run %d (kill %s): the ledger is damaged: %s\n%s", run, kind, r, r.BeanCheckOutput)
+			}
+		}
+		t.Logf("kills: %v; %d rollback records; every run clean", counts, rolledBack)
+		if rolledBack == 0 {
+			t.Fatal("no write was ever rolled back or settled: the kills missed the writes")
+		}
+	})
+}
+
+// waitAcks waits until the writer has n acknowledgements (at most 60 s).
+func waitAcks(tb testing.TB, w *crashWriter, n int) {
+	tb.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for w.acks.get() < n {
+		if time.Now().After(deadline) {
+			tb.Fatalf("writer has %d acknowledgements, want %d; proxy log:\n%s", w.acks.get(), n, w.rig.proxy.Log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
