@@ -303,3 +303,21 @@ func encode(v any) []byte {
 	}
 	return buf.Bytes()
 }
+
+// PreconditionReply returns favaproxy's answer to a write whose
+// precondition failed: always 412, with the keys Fava's error has in style
+// ("error", and "success": false in Style127) plus "etag", the ledger's
+// version now.
+func PreconditionReply(style Style, msg, etag string) (int, []byte) {
+	if style == Style127 {
+		return http.StatusPreconditionFailed, encode(struct {
+			ETag    string `json:"etag"`
+			Error   string `json:"error"`
+			Success bool   `json:"success"`
+		}{etag, msg, false})
+	}
+	return http.StatusPreconditionFailed, encode(struct {
+		ETag  string `json:"etag"`
+		Error string `json:"error"`
+	}{etag, msg})
+}

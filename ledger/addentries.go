@@ -142,18 +142,33 @@ func (l *Ledger) writeAdds(ctx context.Context, items []*addRequest, before snap
 	var todo []int
 	for i, ar := range items {
 		switch {
+		case ar.key != "" && before.err == nil:
+			res[i], errs[i] = l.checkKey(ctx, ar, before)
+			if res[i] == nil && errs[i] == nil {
+				todo = append(todo, i)
+			}
 		case ar.key == "":
 			todo = append(todo, i)
 		case before.err != nil:
 			errs[i] = fmt.Errorf("refresh index: %w: %w",
 				favaproxy.Errorf(favaproxy.EInternal, "the ledger could not be read to check the idempotency key"), before.err)
-		default:
-			res[i], errs[i] = l.checkKey(ctx, ar, before)
-			if res[i] == nil && errs[i] == nil {
-				todo = append(todo, i)
-			}
 		}
 	}
+	// A conditional request (batched alone) is written only if the ledger
+	// is still at the version it names; a replay above came first.
+	kept := todo[:0]
+	for _, i := range todo {
+		ar := items[i]
+		if p := ar.req.Precondition; p.Set() && (before.err != nil || !p.holds(before.version())) {
+			v := before.version()
+			res[i] = l.preconditionFailed(v)
+			l.appendAddRecords([]*addRequest{ar}, []journal.Record{{Outcome: journal.OutcomeError,
+				Status: res[i].Status, Files: before.changes(before, ""), Note: "precondition failed: ledger at " + v}})
+			continue
+		}
+		kept = append(kept, i)
+	}
+	todo = kept
 	if len(todo) == 0 {
 		return res, errs
 	}
@@ -326,6 +341,10 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 			r := toResponse(resp)
 			if len(batch) > 1 {
 				r.Body = fava.SuccessBody(reply.Style, fava.StoredMessage(len(ar.entries)), reply.Mtime)
+			}
+			if after.err == nil {
+				// The version the write left, read under the lock.
+				r.Header.Set("ETag", after.version())
 			}
 			res[i] = r
 			record(ar, journal.Record{Outcome: journal.OutcomeOK, Status: r.Status,

@@ -24,6 +24,8 @@ type group[T, R any] struct {
 	exec func(ctx context.Context, items []T) ([]R, []error)
 	// maxItems caps the items in one batch. Zero means no cap.
 	maxItems int
+	// solo, if set, marks items that run in a batch of their own.
+	solo func(T) bool
 	// maxBytes caps the summed sizes of the items in one batch; a single
 	// item larger than maxBytes still runs, alone. Zero means no cap.
 	maxBytes int64
@@ -156,6 +158,12 @@ func (g *group[T, R]) take() []*groupJob[T, R] {
 	n, bytes := 0, int64(0)
 	for _, j := range g.pending {
 		if g.maxItems > 0 && n == g.maxItems {
+			break
+		}
+		if g.solo != nil && g.solo(j.item) {
+			if n == 0 {
+				n = 1
+			}
 			break
 		}
 		if g.maxBytes > 0 && n > 0 && bytes+j.size > g.maxBytes {

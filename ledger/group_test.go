@@ -113,6 +113,34 @@ func TestGroupCommitKeepsArrivalOrderAndLimits(t *testing.T) {
 	}
 }
 
+// TestGroupCommitSoloItems: an item marked solo (a conditional write) runs
+// in a batch of its own; the items around it batch as usual.
+func TestGroupCommitSoloItems(t *testing.T) {
+	l := newGCLock()
+	var batches [][]int
+	g := &group[int, int]{
+		lock: l.Lock,
+		solo: func(i int) bool { return i%10 == 9 },
+		exec: func(ctx context.Context, items []int) ([]int, []error) {
+			batches = append(batches, slices.Clone(items))
+			return items, make([]error, len(items))
+		},
+	}
+	release, _ := l.Lock(context.Background())
+	var wg sync.WaitGroup
+	items := []int{0, 1, 19, 2, 3, 29, 39, 4}
+	for n, item := range items {
+		wg.Go(func() { g.Do(context.Background(), item, 1) })
+		waitGroupLen(t, func() bool { return g.Len() == n+1 })
+	}
+	release()
+	wg.Wait()
+	want := [][]int{{0, 1}, {19}, {2, 3}, {29}, {39}, {4}}
+	if fmt.Sprint(batches) != fmt.Sprint(want) {
+		t.Fatalf("batches = %v, want %v", batches, want)
+	}
+}
+
 // TestGroupCommitWithdrawsOnCancel: a write whose caller gives up while it
 // is still queued is never executed.
 func TestGroupCommitWithdrawsOnCancel(t *testing.T) {

@@ -141,6 +141,7 @@ func Open(ctx context.Context, all config.Config, cfg config.Ledger, o Options) 
 		lock:     func(ctx context.Context) (func(), error) { return l.lockExclusive(ctx) },
 		exec:     l.execAdds,
 		maxItems: batchMaxItems(all.Batch),
+		solo:     func(ar *addRequest) bool { return ar.req.Precondition.Set() },
 		maxBytes: all.Batch.MaxBytes,
 		gather:   batchGather(all.Batch),
 	}
@@ -281,6 +282,9 @@ type Request struct {
 	RequestID      string
 	// Route is the client's method and path, for the audit trail.
 	Route string
+	// Precondition is what the write's If-Match / If-None-Match ask of
+	// the ledger's version (version.go).
+	Precondition Precondition
 
 	// Stats are filled in by Write, for the write's log line.
 	Stats Stats
@@ -368,6 +372,10 @@ func (l *Ledger) Write(ctx context.Context, req *Request) (*Response, error) {
 	defer done()
 	resp, err := l.run(ctx, req)
 	l.auditWrite(req, resp, err)
+	if a := req.audit; resp != nil && resp.Status < 300 && a != nil && a.after != nil && a.after.err == nil {
+		// The version the write left, read under the lock.
+		resp.Header.Set("ETag", a.after.version())
+	}
 	return resp, err
 }
 
@@ -504,6 +512,9 @@ func (l *Ledger) underLock(fn handler) handler {
 			return nil, err
 		}
 		defer release()
+		if resp := l.checkPrecondition(req); resp != nil {
+			return resp, nil
+		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.all.Timeouts.Upstream)
 		defer cancel()
 		return fn(fctx, req)

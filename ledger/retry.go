@@ -94,6 +94,10 @@ func (l *Ledger) withRetries(ctx context.Context, req *Request, attempt lockedAt
 		if err != nil {
 			return nil, err
 		}
+		if resp := l.checkPrecondition(req); resp != nil {
+			release()
+			return resp, nil
+		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.all.Timeouts.Upstream)
 		if l.styleOf() == fava.StyleUnknown {
 			// Answers favaproxy may write itself must be in Fava's style.

@@ -31,6 +31,9 @@ func (s *Server) serveRead(w http.ResponseWriter, r *http.Request, info *reqInfo
 			return
 		}
 		info.release = release
+		if v, err := l.Version(); err == nil {
+			info.etag = v
+		}
 		defer release() // on every path, including a panic of ReverseProxy
 	}
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
@@ -63,6 +66,10 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	s.metrics.Upstream(info.kind, time.Since(info.upstreamStart))
 	if info.release != nil {
 		resp.Body = &releaseBody{ReadCloser: resp.Body, release: info.release}
+	}
+	if info.etag != "" && resp.StatusCode < 300 && resp.Header.Get("ETag") == "" {
+		// The ledger's version: what a write's If-Match names.
+		resp.Header.Set("ETag", info.etag)
 	}
 	if resp.Request.Method == http.MethodGet && strings.HasSuffix(info.cleanPath, "/api/source") {
 		// A GET source of a ledger: /<slug>/api/source.

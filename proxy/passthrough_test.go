@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +58,9 @@ func fakeFava(tb testing.TB, prefix string) http.Handler {
 	return mux
 }
 
+// strongTag is the form of favaproxy's ledger versions.
+var strongTag = regexp.MustCompile(`^"[0-9a-f]{32}"$`)
+
 // echoed is what fakeFava's echo route saw.
 type echoed struct {
 	Method, Path, RawPath, Query, Host, Body string
@@ -74,7 +78,9 @@ func decodeEcho(tb testing.TB, body string) echoed {
 
 // sameAnswer fails unless the proxied answer equals the direct one: status,
 // every header but Date, and body; the proxied answer also carries exactly
-// one X-Request-ID, which favaproxy adds.
+// one X-Request-ID, which favaproxy adds, and, on a successful read of a
+// ledger that Fava gave no ETag, the ledger's version as its ETag
+// (etag_test.go pins its value).
 func sameAnswer(tb testing.TB, direct, proxied *http.Response, dbody, pbody string) {
 	tb.Helper()
 	if got, want := proxied.StatusCode, direct.StatusCode; got != want {
@@ -87,6 +93,12 @@ func sameAnswer(tb testing.TB, direct, proxied *http.Response, dbody, pbody stri
 		tb.Errorf("X-Request-ID=%q, want one", got)
 	}
 	ph.Del("X-Request-ID")
+	if dh.Get("ETag") == "" {
+		if et := ph.Get("ETag"); et != "" && (proxied.StatusCode >= 300 || !strongTag.MatchString(et)) {
+			tb.Errorf("ETag=%q on a %d answer, want none or a strong tag on a success", et, proxied.StatusCode)
+		}
+		ph.Del("ETag")
+	}
 	if !reflect.DeepEqual(ph, dh) {
 		tb.Errorf("headers=%v, want %v", ph, dh)
 	}

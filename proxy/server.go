@@ -397,6 +397,9 @@ type reqInfo struct {
 	upstreamStart time.Time
 	// release gives up the shared lock of a read; nil for static requests.
 	release func()
+	// etag is the ledger's version while a read holds its shared lock,
+	// sent as the answer's ETag when Fava sets none.
+	etag string
 }
 
 type infoKey struct{}

@@ -66,7 +66,13 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, info *reqInf
 		return
 	}
 
+	pre, err := ledger.ParsePrecondition(r.Header)
+	if err != nil {
+		s.refuse(w, r, info, slug, kind, err)
+		return
+	}
 	req := s.newWriteRequest(r, info, kind, body)
+	req.Precondition = pre
 	s.inflight.Add(1)
 	resp, err := l.Write(r.Context(), req)
 	s.inflight.Done()
@@ -105,6 +111,9 @@ func (s *Server) newWriteRequest(r *http.Request, info *reqInfo, kind favaproxy.
 	}
 	h.Del("Content-Length")
 	h.Del("Expect")
+	// Preconditions are favaproxy's to evaluate, against the ledger.
+	h.Del("If-Match")
+	h.Del("If-None-Match")
 	setForwarded(h, r, info.trusted)
 	s.id.setIdentity(h, info.user)
 	h.Set("X-Request-ID", info.requestID)

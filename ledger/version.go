@@ -1,0 +1,165 @@
+package ledger
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/fava"
+)
+
+// Ledger versions, and writes conditional on them.
+//
+// A ledger's version is a hash over the paths and checksums of all of its
+// files (the main file and every include), read from the index: any change
+// to any file, by favaproxy or anyone else, is a new version. Reads of the
+// ledger carry it as their ETag (a strong one: it names the ledger's
+// content, whatever page shows it). A write with If-Match is carried out
+// only if, once the ledger lock is held, the ledger is still at one of the
+// versions it names (or, for "*", at any); otherwise it is answered 412
+// with the current version. If-None-Match: * on a write always fails: the
+// ledger exists. A conditional add_entries is never batched with other
+// requests, whose writes would change the version it was checked against.
+
+// Precondition is what a write's If-Match and If-None-Match headers ask.
+type Precondition struct {
+	// IfMatch are the entity tags of If-Match, quoted as sent; "*" for any.
+	// Nil when the header is absent.
+	IfMatch []string
+	// IfNoneMatchAny is If-None-Match: *.
+	IfNoneMatchAny bool
+}
+
+// Set reports whether p asks anything.
+func (p Precondition) Set() bool { return p.IfMatch != nil || p.IfNoneMatchAny }
+
+// ParsePrecondition reads the If-Match and If-None-Match headers of a
+// write (RFC 9110 13.1). A weak tag in If-Match never matches (strong
+// comparison); If-None-Match other than "*" has no meaning for a write and
+// is refused, like a malformed list.
+func ParsePrecondition(h http.Header) (Precondition, error) {
+	var p Precondition
+	if vs, ok := h["If-Match"]; ok {
+		tags, err := entityTags(strings.Join(vs, ","))
+		if err != nil {
+			return p, favaproxy.FieldErrorf("If-Match", "%v", err)
+		}
+		p.IfMatch = tags
+	}
+	if vs, ok := h["If-None-Match"]; ok {
+		if v := strings.TrimSpace(strings.Join(vs, ",")); v != "*" {
+			return p, favaproxy.FieldErrorf("If-None-Match", "only * applies to a write")
+		}
+		p.IfNoneMatchAny = true
+	}
+	return p, nil
+}
+
+// entityTags splits a list of entity tags: "*" alone, or quoted tags,
+// possibly weak (W/"…").
+func entityTags(v string) ([]string, error) {
+	v = strings.TrimSpace(v)
+	if v == "*" {
+		return []string{"*"}, nil
+	}
+	var out []string
+	for v != "" {
+		weak := strings.HasPrefix(v, "W/")
+		rest := strings.TrimPrefix(v, "W/")
+		if !strings.HasPrefix(rest, `"`) {
+			return nil, errBadTag
+		}
+		end := strings.IndexByte(rest[1:], '"')
+		if end < 0 {
+			return nil, errBadTag
+		}
+		tag := rest[:end+2]
+		for _, c := range []byte(tag[1 : len(tag)-1]) {
+			if c < 0x21 || c == 0x7f {
+				return nil, errBadTag
+			}
+		}
+		if !weak {
+			out = append(out, tag)
+		}
+		v = strings.TrimSpace(rest[end+2:])
+		if v == "" {
+			break
+		}
+		if v[0] != ',' {
+			return nil, errBadTag
+		}
+		v = strings.TrimSpace(v[1:])
+	}
+	if out == nil {
+		out = []string{} // only weak tags: never matches
+	}
+	return out, nil
+}
+
+var errBadTag = favaproxy.Errorf(favaproxy.EInvalid, "not a list of entity tags")
+
+// version returns the ledger version of a snapshot: a strong entity tag.
+func (s snapshot) version() string {
+	paths := make([]string, 0, len(s.sums))
+	for p := range s.sums {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	h := sha256.New()
+	for _, p := range paths {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+		h.Write([]byte(s.sums[p]))
+		h.Write([]byte{0})
+	}
+	return `"` + hex.EncodeToString(h.Sum(nil)[:16]) + `"`
+}
+
+// Version returns the ledger's version now (an entity tag), for the ETag of
+// a read; the caller holds the ledger lock, shared or exclusive.
+func (l *Ledger) Version() (string, error) {
+	s := l.snapshot()
+	return s.version(), s.err
+}
+
+// holds reports whether p holds for the ledger at version.
+func (p Precondition) holds(version string) bool {
+	if p.IfNoneMatchAny {
+		return false
+	}
+	if p.IfMatch == nil {
+		return true
+	}
+	for _, t := range p.IfMatch {
+		if t == "*" || t == version {
+			return true
+		}
+	}
+	return false
+}
+
+// preconditionFailed is the 412 answer to a write whose precondition does
+// not hold at version.
+func (l *Ledger) preconditionFailed(version string) *Response {
+	status, body := fava.PreconditionReply(l.styleOf(), "the ledger changed: it is no longer at the version the request names (If-Match)", version)
+	h := jsonHeader()
+	h.Set("ETag", version)
+	return &Response{Status: status, Header: h, Body: body}
+}
+
+// checkPrecondition checks req's precondition against the ledger as its
+// audit snapshot, taken once the lock was held, saw it: nil when it holds
+// (or there is none), else the 412 answer.
+func (l *Ledger) checkPrecondition(req *Request) *Response {
+	if !req.Precondition.Set() || req.audit == nil || req.audit.before == nil {
+		return nil
+	}
+	if v := req.audit.before.version(); !req.Precondition.holds(v) {
+		return l.preconditionFailed(v)
+	}
+	return nil
+}
