@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -432,23 +435,58 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 	return res, errs
 }
 
-// addTargets returns the files add_entries may change: the main file, and
+// addTargets returns the files add_entries may change: the main file,
 // every file with an insert-entry option (Fava inserts an entry whose
-// account matches the option's pattern before the option, in its file).
+// account matches the option's pattern before the option, in its file),
+// and the file a default-file option names (from Fava 1.30: the option's
+// file, or the file its value names relative to it).
 func (l *Ledger) addTargets() []string {
 	lg := l.index.Ledger()
 	out := []string{lg.Main}
-	for _, f := range lg.Files {
-		if f != lg.Main && l.index.Any(f, isInsertEntry) {
+	add := func(f string) {
+		if !slices.Contains(out, f) {
 			out = append(out, f)
 		}
+	}
+	for _, f := range lg.Files {
+		l.index.Any(f, func(b *beancount.Block) bool {
+			if b.Kind != beancount.KindCustom || b.Value != "fava-option" {
+				return false
+			}
+			switch b.Narration {
+			case "insert-entry":
+				add(f)
+			case "default-file":
+				add(f)
+				if v := customValue(b.Text); v != "" {
+					if !filepath.IsAbs(v) {
+						v = filepath.Join(filepath.Dir(f), v)
+					}
+					add(filepath.Clean(v))
+				}
+			}
+			return false
+		})
 	}
 	return out
 }
 
-// isInsertEntry reports whether b is a custom "fava-option" "insert-entry".
-func isInsertEntry(b *beancount.Block) bool {
-	return b.Kind == beancount.KindCustom && b.Value == "fava-option" && b.Narration == "insert-entry"
+// quotedRe matches a Beancount string.
+var quotedRe = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// customValue returns the third string of a custom directive's first line
+// (a fava-option's value), unquoted, or "".
+func customValue(text string) string {
+	first, _, _ := strings.Cut(text, "\n")
+	strs := quotedRe.FindAllString(first, 3)
+	if len(strs) < 3 {
+		return ""
+	}
+	v, err := strconv.Unquote(strs[2])
+	if err != nil {
+		return strings.Trim(strs[2], `"`)
+	}
+	return v
 }
 
 // keyCount counts the entries of the ledger that carry key, as of the last

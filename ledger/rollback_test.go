@@ -174,3 +174,20 @@ func TestRollbackComplete(t *testing.T) {
 		})
 	}
 }
+
+func TestAddTargets(t *testing.T) {
+	dir := t.TempDir()
+	main := filepath.Join(dir, "main.beancount")
+	os.WriteFile(main, []byte("include \"food.beancount\"\ninclude \"opts.beancount\"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "food.beancount"), []byte("2024-01-01 custom \"fava-option\" \"insert-entry\" \"Expenses:Food\"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "opts.beancount"), []byte("2024-01-01 custom \"fava-option\" \"default-file\" \"new/entries.beancount\"\n"), 0o644)
+	l := &Ledger{index: beancount.NewIndex(main, beancount.IndexOptions{MetaKey: "idempotency-key"})}
+	if err := l.index.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(l.addTargets(), ",")
+	want := strings.Join([]string{main, filepath.Join(dir, "food.beancount"), filepath.Join(dir, "opts.beancount"), filepath.Join(dir, "new", "entries.beancount")}, ",")
+	if got != want {
+		t.Fatalf("addTargets = %s\nwant %s", got, want)
+	}
+}

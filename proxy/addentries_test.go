@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,11 @@ type favaFront struct {
 	// breakAddEntries, when set, closes the connection of every
 	// add_entries call without an answer and without writing: Fava died.
 	breakAddEntries atomic.Bool
+	// refuseAfterFirst, when set, makes a call of several entries that
+	// holds refuseMarker write its first entry (through the emulator, so
+	// wherever Fava would put it) and then refuse the call: Fava inserts
+	// entries one by one and failed on a later one.
+	refuseAfterFirst bool
 }
 
 func (f *favaFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,6 +82,15 @@ func (f *favaFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if d := time.Duration(f.delay.Load()); d > 0 {
 			time.Sleep(d)
+		}
+		if f.refuseAfterFirst && bytes.Contains(body, []byte(refuseMarker)) {
+			var call struct{ Entries []json.RawMessage }
+			if json.Unmarshal(body, &call) == nil && len(call.Entries) > 1 {
+				first := `{"entries":[` + string(call.Entries[0]) + `]}`
+				sub := httptest.NewRequest(http.MethodPut, r.URL.Path, strings.NewReader(first))
+				sub.Header.Set("Content-Type", "application/json")
+				f.fava.ServeHTTP(httptest.NewRecorder(), sub)
+			}
 		}
 		if bytes.Contains(body, []byte(refuseMarker)) {
 			// What Fava answers for an entry it cannot take (an

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/ledger"
 )
@@ -159,5 +158,3 @@ func TestSerializeWrites(t *testing.T) {
 		}
 	})
 }
-
-func userName(i int) favaproxy.User { return favaproxy.User(fmt.Sprint("u", i)) }

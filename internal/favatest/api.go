@@ -373,21 +373,70 @@ func apiAddEntries(s *Server, l *ledger, r *http.Request, args map[string]any) (
 		}
 		return order(entries[i]) < order(entries[j])
 	})
+	snap := l.snapshot()
+	opts := slices.Clone(snap.insertOpts)
+	def := s.style.defaultFile(l.main, snap.defaultFile)
 	for _, e := range entries {
 		content, err := e.render(DefaultCurrencyColumn)
 		if err != nil {
 			return nil, err
 		}
-		// One whole-file rewrite per entry, as Fava's insert_entry does.
-		err = s.rewrite(l.main, func(lines []string) ([]string, error) {
-			return append(lines, "\n"+content), nil
+		// One whole-file rewrite per entry, as Fava's insert_entry does:
+		// before the matching insert-entry option, or appended to the
+		// default file.
+		file, at := findInsertPosition(e, opts, def)
+		err = s.rewrite(file, func(lines []string) ([]string, error) {
+			if at < 0 {
+				return append(lines, "\n"+content), nil
+			}
+			return slices.Insert(slices.Clone(lines), min(at, len(lines)), content+"\n"), nil
 		})
 		if err != nil {
 			return nil, err
 		}
+		if at >= 0 {
+			// The options below the insertion moved down, until the next
+			// reload reads them again.
+			added := strings.Count(content, "\n") + 1
+			for i := range opts {
+				if opts[i].file == file && opts[i].lineno-1 > at {
+					opts[i].lineno += added
+				}
+			}
+		}
 		l.notify()
 	}
 	return fmt.Sprintf("Stored %d entries.", len(entries)), nil
+}
+
+// findInsertPosition is Fava's find_insert_position: for each account of
+// the entry (a transaction's postings in reverse order), the insert-entry
+// options from the latest date back, skipping those not dated before the
+// entry; the first whose pattern matches gives the file and the 0-based
+// line to insert at (the option's own line). Without one, -1: append to
+// def.
+func findInsertPosition(e *newEntry, opts []insertOpt, def string) (file string, at int) {
+	var accounts []string
+	if e.kind == "Transaction" {
+		for i := len(e.postings) - 1; i >= 0; i-- {
+			accounts = append(accounts, e.postings[i].account)
+		}
+	} else if e.account != "" {
+		accounts = []string{e.account}
+	}
+	sorted := slices.Clone(opts)
+	slices.SortStableFunc(sorted, func(a, b insertOpt) int { return strings.Compare(b.date, a.date) })
+	for _, a := range accounts {
+		for _, o := range sorted {
+			if o.date >= e.date {
+				continue
+			}
+			if o.re.MatchString(a) {
+				return o.file, o.lineno - 1
+			}
+		}
+	}
+	return def, -1
 }
 
 // insertMetadata is Fava's insert_metadata: reload if changed, find the

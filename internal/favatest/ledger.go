@@ -60,6 +60,11 @@ type snapshot struct {
 	docDirs   []string
 	docFiles  map[string]bool
 	errors    []loadError
+	// insertOpts are the fava-option "insert-entry" directives, in load
+	// order; defaultFile is the last fava-option "default-file" (its
+	// file, and its value as written), nil when there is none.
+	insertOpts  []insertOpt
+	defaultFile *defaultFileOpt
 	// broken is set when a file could not be decoded: Fava's loader raises,
 	// the request that reloaded ends in an HTML 500 and the old state stays.
 	broken error
@@ -70,6 +75,48 @@ var (
 	metaRe  = regexp.MustCompile(`^\s+([a-z][A-Za-z0-9_-]*):\s*(.*?)\s*$`)
 	flagSet = "*!&#?%PSTCURM"
 )
+
+// insertOpt is a fava-option "insert-entry" directive: entries dated after
+// it with an account the pattern matches (at its start, as Python's
+// re.match) are inserted before it, in its file.
+type insertOpt struct {
+	date   string
+	re     *regexp.Regexp
+	file   string
+	lineno int // 1-based line of the directive
+}
+
+// defaultFileOpt is a fava-option "default-file" directive.
+type defaultFileOpt struct{ file, value string }
+
+// favaOption reads a custom "fava-option" directive of file at lineno into
+// s; other custom directives are ignored.
+func (s *snapshot) favaOption(file string, lineno int, date, head string) {
+	var strs []string
+	for _, t := range tokenize(head) {
+		if t.kind == tokString {
+			strs = append(strs, t.text)
+		}
+	}
+	if len(strs) < 2 || strs[0] != "fava-option" {
+		return
+	}
+	value := ""
+	if len(strs) > 2 {
+		value = strs[2]
+	}
+	switch strs[1] {
+	case "insert-entry":
+		re, err := regexp.Compile(`^(?:` + value + `)`)
+		if err != nil {
+			s.errors = append(s.errors, loadError{file, lineno, fmt.Sprintf("Should be a regular expression: '%s'.", value)})
+			return
+		}
+		s.insertOpts = append(s.insertOpts, insertOpt{date: date, re: re, file: file, lineno: lineno})
+	case "default-file":
+		s.defaultFile = &defaultFileOpt{file: file, value: value}
+	}
+}
 
 // load reads the ledger whose main file is main, following includes, and
 // parses just enough of it to serve Fava's API. read is called for every
@@ -143,6 +190,9 @@ func load(main string, read func(string) ([]byte, error)) *snapshot {
 				}
 				if e.kind == "Document" && e.docPath != "" {
 					s.docFiles[e.docPath] = true
+				}
+				if e.kind == "Custom" {
+					s.favaOption(path, i+1, e.date, strings.TrimRight(lines[i], "\n"))
 				}
 				i += n - 1
 			case isIgnorable(line):

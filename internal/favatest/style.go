@@ -3,6 +3,7 @@ package favatest
 import (
 	"fmt"
 	"net/http"
+	"path/filepath"
 )
 
 // The wire styles the emulator speaks. Every difference between them lives
@@ -49,6 +50,9 @@ type style struct {
 	// moveChecksDocument refuses to move a file that is not a document
 	// (≥ 1.30); 1.27 moves any file.
 	moveChecksDocument bool
+	// defaultFile is where add_entries appends an entry no insert-entry
+	// option places: see (*style).defaultFile.
+	defaultFileRule defaultFileRule
 	// reloadOnUnknownSlug checks every ledger for changes before answering
 	// 404 for an unknown slug (≤ 1.29); 1.30 looks the slug up in the
 	// titles of the last load only.
@@ -82,6 +86,7 @@ func lookupStyle(name string) (*style, error) {
 			typeSuffix:         pythonTypeSuffix,
 			notDocument:        notDocumentError,
 			moveChecksDocument: true,
+			defaultFileRule:    defaultFileFromCwd,
 		}, nil
 	case Style13010:
 		return &style{
@@ -94,9 +99,43 @@ func lookupStyle(name string) (*style, error) {
 			typeSuffix:         pythonTypeSuffix,
 			notDocument:        notDocumentError,
 			moveChecksDocument: true,
+			defaultFileRule:    defaultFileFromOption,
 		}, nil
 	}
 	return nil, fmt.Errorf("unknown style %q (want %s, %s or %s)", name, Style127, Style130, Style13010)
+}
+
+// defaultFileRule is how a Fava version reads fava-option "default-file".
+type defaultFileRule int
+
+const (
+	// defaultFileIgnored: up to 1.29 entries always go to the main file.
+	defaultFileIgnored defaultFileRule = iota
+	// defaultFileFromCwd: 1.30.0 to 1.30.7 take the value as a path from
+	// Fava's working directory (the option's file when empty).
+	defaultFileFromCwd
+	// defaultFileFromOption: from 1.30.8 the value is relative to the
+	// option's file's directory (the option's file when empty).
+	defaultFileFromOption
+)
+
+// defaultFile returns the file add_entries appends to: main, or what the
+// ledger's last default-file option names.
+func (st *style) defaultFile(main string, o *defaultFileOpt) string {
+	if o == nil || st.defaultFileRule == defaultFileIgnored {
+		return main
+	}
+	switch {
+	case o.value == "":
+		return o.file
+	case st.defaultFileRule == defaultFileFromCwd:
+		if abs, err := filepath.Abs(o.value); err == nil {
+			return abs
+		}
+		return o.value
+	default:
+		return filepath.Join(filepath.Dir(o.file), o.value)
+	}
 }
 
 func pythonTypeSuffix(list bool) string {
