@@ -52,7 +52,7 @@ func (o Outcome) String() string {
 type Reply struct {
 	Outcome Outcome
 	// Style is the style the reply was written in, or StyleUnknown when
-	// the body does not tell (Style130 and Style13010 replies look the
+	// the body does not tell (Style130 and Style1308 replies look the
 	// same; Classify reports them as Style130).
 	Style  Style
 	Status int

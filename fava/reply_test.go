@@ -131,7 +131,7 @@ func TestParseStyle(t *testing.T) {
 		{"", fava.StyleUnknown}, {"auto", fava.StyleUnknown}, {"unknown", fava.StyleUnknown},
 		{"1.27", fava.Style127}, {"1.26.4", fava.Style127}, {"1.29", fava.Style127}, {"v1.27.3", fava.Style127},
 		{"1.30", fava.Style130}, {"1.30.0", fava.Style130}, {"1.30.7", fava.Style130},
-		{"1.30.8", fava.Style13010}, {"1.30.9", fava.Style13010}, {"1.30.10", fava.Style13010}, {"1.30.16", fava.Style13010}, {"1.31", fava.Style13010}, {"2.0", fava.Style13010},
+		{"1.30.8", fava.Style1308}, {"1.30.9", fava.Style1308}, {"1.30.10", fava.Style1308}, {"1.30.16", fava.Style1308}, {"1.31", fava.Style1308}, {"2.0", fava.Style1308},
 	}
 	for _, tt := range tests {
 		got, err := fava.ParseStyle(tt.in)
@@ -142,7 +142,7 @@ func TestParseStyle(t *testing.T) {
 			t.Errorf("ParseStyle(%q)=%v, want %v", tt.in, got, tt.want)
 		}
 	}
-	for _, s := range []fava.Style{fava.StyleUnknown, fava.Style127, fava.Style130, fava.Style13010} {
+	for _, s := range []fava.Style{fava.StyleUnknown, fava.Style127, fava.Style130, fava.Style1308} {
 		if got, err := fava.ParseStyle(s.String()); err != nil || got != s {
 			t.Errorf("ParseStyle(%q)=%v, %v; want %v", s.String(), got, err, s)
 		}
@@ -155,7 +155,7 @@ func TestParseStyle(t *testing.T) {
 	if got, want := fava.Style130.MoveMethod(), http.MethodGet; got != want {
 		t.Errorf("1.30 move=%s, want %s", got, want)
 	}
-	if got, want := fava.Style13010.MoveMethod(), http.MethodPut; got != want {
+	if got, want := fava.Style1308.MoveMethod(), http.MethodPut; got != want {
 		t.Errorf("1.30.10 move=%s, want %s", got, want)
 	}
 	if got, want := fava.Style127.MoveMethod(), http.MethodGet; got != want {
@@ -164,7 +164,7 @@ func TestParseStyle(t *testing.T) {
 }
 
 func TestEncodersRoundTrip(t *testing.T) {
-	styles := []fava.Style{fava.Style127, fava.Style130, fava.Style13010}
+	styles := []fava.Style{fava.Style127, fava.Style130, fava.Style1308}
 	for _, style := range styles {
 		t.Run(style.String(), func(t *testing.T) {
 			body := fava.SuccessBody(style, fava.StoredMessage(3), "42")

@@ -29,22 +29,21 @@ const (
 	// Style130 is Fava 1.30.0 to 1.30.7: success is {"data", "mtime"},
 	// errors are {"error": msg} with an HTTP error status; move is a GET.
 	Style130
-	// Style13010 is Fava from 1.30.8: as Style130, but move is a PUT.
-	// (Named for 1.30.10, where the move change was first observed; the
-	// source has put_move from tag v1.30.8, commit fc61e8cd.)
-	Style13010
+	// Style1308 is Fava from 1.30.8: as Style130, but move is a PUT
+	// (put_move from tag v1.30.8).
+	Style1308
 )
 
 // String returns the first Fava version of the style ("1.27", "1.30",
-// "1.30.10") or "unknown"; ParseStyle accepts it back.
+// "1.30.8") or "unknown"; ParseStyle accepts it back.
 func (s Style) String() string {
 	switch s {
 	case Style127:
 		return "1.27"
 	case Style130:
 		return "1.30"
-	case Style13010:
-		return "1.30.10"
+	case Style1308:
+		return "1.30.8"
 	default:
 		return "unknown"
 	}
@@ -78,7 +77,7 @@ func ParseStyle(version string) (Style, error) {
 	case major == 1 && minor == 30 && patch < 8:
 		return Style130, nil
 	default:
-		return Style13010, nil
+		return Style1308, nil
 	}
 }
 

@@ -139,7 +139,7 @@ func writeMix(e *emuEnv) []mixStep {
 // journal record per write, in order, with its user, kind, route, outcome,
 // status and the main file's checksums before and after.
 func TestAuditEveryWrite(t *testing.T) {
-	for _, style := range []string{favatest.Style127, favatest.Style13010} {
+	for _, style := range []string{favatest.Style127, favatest.Style1308} {
 		t.Run(style, func(t *testing.T) {
 			e := startEmu(t, style, emuOpts{})
 			steps := writeMix(e)

@@ -21,7 +21,7 @@ import (
 )
 
 // emuStyles are the wire styles every conflict scenario runs in.
-var emuStyles = []string{favatest.Style127, favatest.Style130, favatest.Style13010}
+var emuStyles = []string{favatest.Style127, favatest.Style130, favatest.Style1308, favatest.Style13015}
 
 // conflictLedger is the starting ledger of the conflict tests.
 const conflictLedger = `option "title" "Test Ledger"

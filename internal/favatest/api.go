@@ -547,7 +547,11 @@ func apiDeleteDocument(s *Server, l *ledger, r *http.Request, args map[string]an
 		return nil, s.style.notDocument(filename)
 	}
 	if _, err := os.Stat(filename); err != nil {
-		return nil, statusError(http.StatusNotFound, fmt.Sprintf("%s does not exist.", filename))
+		msg := fmt.Sprintf("%s does not exist.", filename)
+		if s.style.missingDocumentStatus != 0 {
+			return nil, statusError(s.style.missingDocumentStatus, msg)
+		}
+		return nil, plainError(msg)
 	}
 	if err := os.Remove(filename); err != nil {
 		return nil, plainError(err.Error())

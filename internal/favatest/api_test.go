@@ -149,7 +149,7 @@ func TestInvalidJSONBody(t *testing.T) {
 		e := newEmu(t, Options{Style: st}, baseLedger)
 		r := e.api(http.MethodPut, "add_entries", nil, "not json")
 		switch st {
-		case Style13010:
+		case Style1308, Style13015:
 			checkError(t, st, r, http.StatusBadRequest, "Invalid API request: Invalid JSON body.")
 		default:
 			checkError(t, st, r, http.StatusInternalServerError, "Invalid JSON request.")
@@ -233,7 +233,7 @@ func TestContextAndStaleHash(t *testing.T) {
 		h := e.hashAt(e.main, 12) // the "Milk" transaction
 		data := checkOK(t, st, e.api(http.MethodGet, "context", url.Values{"entry_hash": {h}}, nil)).(map[string]any)
 		wantSlice := "2024-02-02 * \"Shop\" \"Milk\"\n  Expenses:Food   1.00 USD\n  Assets:Bank"
-		if st == Style13010 {
+		if since1308(st) {
 			if got, want := keys(data), "balances_after,balances_before,entry"; got != want {
 				t.Fatalf("context keys=%s, want %s", got, want)
 			}
@@ -259,7 +259,7 @@ func TestContextAndStaleHash(t *testing.T) {
 		t.Run("UnknownHash", func(t *testing.T) {
 			r := e.api(http.MethodGet, "context", url.Values{"entry_hash": {"nope"}}, nil)
 			status := http.StatusInternalServerError
-			if st == Style13010 {
+			if since1308(st) {
 				status = http.StatusNotFound
 			}
 			checkError(t, st, r, status, `No entry found for hash "nope"`)
@@ -274,7 +274,7 @@ func TestContextAndStaleHash(t *testing.T) {
 		checkOK(t, st, e.api(http.MethodGet, "changed", nil, nil))
 		r = e.api(http.MethodGet, "context", url.Values{"entry_hash": {h}}, nil)
 		status := http.StatusInternalServerError
-		if st == Style13010 {
+		if since1308(st) {
 			status = http.StatusNotFound
 		}
 		checkError(t, st, r, status, fmt.Sprintf(`No entry found for hash "%s"`, h))
@@ -347,7 +347,7 @@ func TestMoveAndDeleteDocument(t *testing.T) {
 		writeFile(t, src, "%PDF")
 		q := url.Values{"account": {"Expenses:Food"}, "new_name": {"2024-01-05 receipt.pdf"}, "filename": {src}}
 		method, wrong := http.MethodGet, http.MethodPut
-		if st == Style13010 {
+		if since1308(st) {
 			method, wrong = http.MethodPut, http.MethodGet
 		}
 		move := func() reply {
@@ -385,7 +385,7 @@ func TestMoveAndDeleteDocument(t *testing.T) {
 		forStyles(t, func(t *testing.T, st string) {
 			e := newEmu(t, Options{Style: st}, baseLedger)
 			m := http.MethodGet
-			if st == Style13010 {
+			if since1308(st) {
 				m = http.MethodPut
 			}
 			q := url.Values{"account": {"Assets:Bank"}, "new_name": {"x"}, "filename": {e.main}}
@@ -408,4 +408,30 @@ func TestFormatSource(t *testing.T) {
 	if got := readFile(t, e.main); got != baseLedger {
 		t.Fatal("format_source wrote the file")
 	}
+}
+
+// TestMoveChecksDocumentFrom13015: up to 1.30.14 move takes any file;
+// from 1.30.15 only a document or import file (400 otherwise).
+func TestMoveChecksDocumentFrom13015(t *testing.T) {
+	forStyles(t, func(t *testing.T, st string) {
+		e := newEmu(t, Options{Style: st}, docsLedger)
+		src := filepath.Join(e.dir, "loose.pdf")
+		writeFile(t, src, "%PDF")
+		args := map[string]any{"account": "Expenses:Food", "new_name": "2024-01-05 loose.pdf", "filename": src}
+		var r reply
+		if since1308(st) {
+			r = e.api(http.MethodPut, "move", nil, args)
+		} else {
+			q := url.Values{}
+			for k, v := range args {
+				q.Set(k, v.(string))
+			}
+			r = e.api(http.MethodGet, "move", q, nil)
+		}
+		if st == Style13015 {
+			checkError(t, st, r, http.StatusBadRequest, fmt.Sprintf("Not valid document or import file: '%s'.", src))
+			return
+		}
+		checkOK(t, st, r)
+	})
 }

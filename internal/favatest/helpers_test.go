@@ -14,7 +14,7 @@ import (
 	"testing"
 )
 
-var allStyles = []string{Style127, Style130, Style13010}
+var allStyles = []string{Style127, Style130, Style1308, Style13015}
 
 const baseLedger = `option "title" "Test Ledger"
 option "operating_currency" "USD"
@@ -142,3 +142,6 @@ func keys(m map[string]any) string {
 	sort.Strings(ks)
 	return strings.Join(ks, ",")
 }
+
+// since1308 reports whether style st is Fava 1.30.8 or later.
+func since1308(st string) bool { return st == Style1308 || st == Style13015 }

@@ -51,7 +51,7 @@ func txnEntry(date, narration, account string) map[string]any {
 // option, in the option's file; any other entry is appended to the main
 // file; an entry dated on or before the option's date is not placed by it.
 func TestInsertEntryOption(t *testing.T) {
-	for _, style := range []string{Style127, Style130, Style13010} {
+	for _, style := range []string{Style127, Style130, Style1308} {
 		t.Run(style, func(t *testing.T) {
 			e := newEmu(t, Options{Style: style}, insertLedger)
 			txns := filepath.Join(e.dir, "txns.beancount")
@@ -113,7 +113,7 @@ func TestDefaultFileOption(t *testing.T) {
 	}{
 		{Style127, "main.beancount"},
 		{Style130, "txns.beancount"},
-		{Style13010, "txns.beancount"},
+		{Style1308, "txns.beancount"},
 	} {
 		t.Run(tc.style, func(t *testing.T) {
 			e := newEmu(t, Options{Style: tc.style}, insertLedger)

@@ -132,7 +132,7 @@ func TestChecksumVectors(t *testing.T) {
 				for _, sl := range v.Slices {
 					h := e.hashAt(e.main, sl.Lineno)
 					name := "context"
-					if st == Style13010 {
+					if since1308(st) {
 						name = "source_slice"
 					}
 					data := checkOK(t, st, e.api(http.MethodGet, name, url.Values{"entry_hash": {h}}, nil)).(map[string]any)

@@ -34,7 +34,7 @@ const DefaultReloadCostPerTxn = 130 * time.Microsecond
 
 // Options configure a Server.
 type Options struct {
-	// Style is the wire style: Style127, Style130 or Style13010. Empty means
+	// Style is the wire style: Style127, Style130 or Style1308. Empty means
 	// Style130.
 	Style string
 	// Prefix is Fava's --prefix, such as "/fava". Empty means none.

@@ -17,12 +17,16 @@ const (
 	// statuses (500 for plain Fava errors, including an unknown entry hash),
 	// documents still move with GET, context still returns the slice.
 	Style130 = "1.30"
-	// Style13010 answers like Fava from 1.30.8 (FAVA-API.md names 1.30.10,
-	// where the change was observed; Fava's source has it from tag
-	// v1.30.8, as fava.Style13010 notes): an unknown entry hash
-	// is 404, documents move with PUT, a body that is not JSON is 400,
-	// context no longer returns the slice (GET source_slice does).
-	Style13010 = "1.30.10"
+	// Style1308 answers like Fava 1.30.8 to 1.30.14 (tag v1.30.8 has
+	// put_move and get_source_slice): an unknown entry hash is 404,
+	// documents move with PUT, a body that is not JSON is 400, context no
+	// longer returns the slice (GET source_slice does).
+	Style1308 = "1.30.8"
+	// Style13015 answers like Fava from 1.30.15: as Style1308, and move
+	// refuses a file that is not a document or import file (400), deleting
+	// a document that does not exist is 404, a PUT body that is not a JSON
+	// object is 400.
+	Style13015 = "1.30.15"
 )
 
 // style holds every behaviour that differs between Fava releases.
@@ -48,8 +52,11 @@ type style struct {
 	// notDocument is the error for a file that is not a document.
 	notDocument func(filename string) *apiError
 	// moveChecksDocument refuses to move a file that is not a document
-	// (≥ 1.30); 1.27 moves any file.
+	// or import file (≥ 1.30.15); earlier versions move any file.
 	moveChecksDocument bool
+	// missingDocumentStatus is the status of deleting a document that does
+	// not exist: a plain Fava error (500) before 1.30.15, 404 from it.
+	missingDocumentStatus int
 	// defaultFile is where add_entries appends an entry no insert-entry
 	// option places: see (*style).defaultFile.
 	defaultFileRule defaultFileRule
@@ -85,24 +92,33 @@ func lookupStyle(name string) (*style, error) {
 			invalidJSON:        plainError("Invalid JSON request."),
 			typeSuffix:         pythonTypeSuffix,
 			notDocument:        notDocumentError,
-			moveChecksDocument: true,
 			defaultFileRule:    defaultFileFromCwd,
 		}, nil
-	case Style13010:
-		return &style{
-			name:               Style13010,
-			statuses:           true,
-			hashNotFoundStatus: http.StatusNotFound,
-			moveMethod:         http.MethodPut,
-			sourceSliceGET:     true,
-			invalidJSON:        validationError("Invalid JSON body."),
-			typeSuffix:         pythonTypeSuffix,
-			notDocument:        notDocumentError,
-			moveChecksDocument: true,
-			defaultFileRule:    defaultFileFromOption,
-		}, nil
+	case Style1308, "1.30.10": // 1.30.10: this style's name before
+		return style1308(), nil
+	case Style13015:
+		st := style1308()
+		st.name = Style13015
+		st.moveChecksDocument = true
+		st.missingDocumentStatus = http.StatusNotFound
+		return st, nil
 	}
-	return nil, fmt.Errorf("unknown style %q (want %s, %s or %s)", name, Style127, Style130, Style13010)
+	return nil, fmt.Errorf("unknown style %q (want %s, %s, %s or %s)", name, Style127, Style130, Style1308, Style13015)
+}
+
+// style1308 is the style of Fava 1.30.8 to 1.30.14.
+func style1308() *style {
+	return &style{
+		name:               Style1308,
+		statuses:           true,
+		hashNotFoundStatus: http.StatusNotFound,
+		moveMethod:         http.MethodPut,
+		sourceSliceGET:     true,
+		invalidJSON:        validationError("Invalid JSON body."),
+		typeSuffix:         pythonTypeSuffix,
+		notDocument:        notDocumentError,
+		defaultFileRule:    defaultFileFromOption,
+	}
 }
 
 // defaultFileRule is how a Fava version reads fava-option "default-file".
