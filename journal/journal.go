@@ -17,6 +17,11 @@
 //
 // The journal must not be rotated or truncated while favaproxy runs; if it
 // is replaced, open journals notice and start over from the new file.
+//
+// Retention: the file grows with every write and is kept for ever; it is
+// the truth. Memory holds, for a bounded number of idempotency keys, only
+// where their records are (keys.go), so a long-running process does not
+// grow with the journal.
 package journal
 
 import (
@@ -92,6 +97,10 @@ type Record struct {
 // ErrClosed is returned by a closed Journal.
 var ErrClosed = errors.New("journal is closed")
 
+// errMoved is a remembered record that is no longer where it was: the
+// file was rewritten under the journal.
+var errMoved = errors.New("a record is no longer where it was read; the journal file was rewritten")
+
 // syncFile is (*os.File).Sync; tests count the calls.
 var syncFile = (*os.File).Sync
 
@@ -112,18 +121,20 @@ type Journal struct {
 	lock   *flock.Flock
 	f      *os.File // read-write, O_APPEND
 	offset int64    // bytes of f read into keys: always at a line start
-	keys   map[string]*keyState
+	keys   *keyIndex
 	bad    int // unreadable lines seen
+	opts   Options
 }
 
-type keyState struct {
-	firstOK *Record // first record with OutcomeOK
-	latest  Record  // latest record of any outcome
-}
-
-// Open opens (creating if needed) the journal of ledgerFile in dir. The
-// directory is created with mode 0700, the file with mode 0600.
+// Open opens (creating if needed) the journal of ledgerFile in dir, with
+// the default bounds on memory. The directory is created with mode 0700,
+// the file with mode 0600.
 func Open(dir, ledgerFile string) (*Journal, error) {
+	return OpenWith(dir, ledgerFile, Options{})
+}
+
+// OpenWith is Open with bounds on the memory of keys (see keys.go).
+func OpenWith(dir, ledgerFile string, o Options) (*Journal, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
@@ -144,7 +155,8 @@ func Open(dir, ledgerFile string) (*Journal, error) {
 		path: path,
 		lock: flock.New(path),
 		f:    f,
-		keys: map[string]*keyState{},
+		keys: newKeyIndex(o),
+		opts: o,
 	}, nil
 }
 
@@ -244,7 +256,7 @@ func (j *Journal) reopenIfReplaced() (os.FileInfo, error) {
 	}
 	j.f.Close()
 	j.f = f
-	j.offset, j.keys, j.bad = 0, map[string]*keyState{}, 0
+	j.offset, j.keys, j.bad = 0, newKeyIndex(j.opts), 0
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("stat journal: %w", err)
@@ -258,28 +270,38 @@ func (j *Journal) reopenIfReplaced() (os.FileInfo, error) {
 // reads the lines appended since the last call, by this or any other
 // process.
 func (j *Journal) Lookup(key string) (Record, bool, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if err := j.refresh(); err != nil {
-		return Record{}, false, err
-	}
-	if s := j.keys[key]; s != nil && s.firstOK != nil {
-		return *s.firstOK, true, nil
-	}
-	return Record{}, false, nil
+	return j.find(key, func(s *keyState) span { return s.firstOK })
 }
 
 // Latest returns the latest record of any outcome for the key.
 func (j *Journal) Latest(key string) (Record, bool, error) {
+	return j.find(key, func(s *keyState) span { return s.latest })
+}
+
+// find reads the record of key that pick chooses, after reading the lines
+// appended since the last call.
+func (j *Journal) find(key string, pick func(*keyState) span) (Record, bool, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if err := j.refresh(); err != nil {
 		return Record{}, false, err
 	}
-	if s := j.keys[key]; s != nil {
-		return s.latest, true, nil
+	s, err := j.keys.state(j.f, j.offset, key)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("read journal: %w", err)
 	}
-	return Record{}, false, nil
+	if s == nil {
+		return Record{}, false, nil
+	}
+	sp := pick(s)
+	if sp.n == 0 {
+		return Record{}, false, nil
+	}
+	r, err := readRecord(j.f, sp)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("read journal: %w", err)
+	}
+	return r, true, nil
 }
 
 // Unreadable returns how many complete lines that are not records the
@@ -301,7 +323,7 @@ func (j *Journal) refresh() error {
 	}
 	size := fi.Size()
 	if size < j.offset { // truncated: start over
-		j.offset, j.keys, j.bad = 0, map[string]*keyState{}, 0
+		j.offset, j.keys, j.bad = 0, newKeyIndex(j.opts), 0
 	}
 	if size == j.offset {
 		return nil
@@ -315,24 +337,15 @@ func (j *Journal) refresh() error {
 		if err != nil {
 			return fmt.Errorf("read journal: %w", err)
 		}
+		sp := span{off: j.offset, n: int32(len(line))}
 		j.offset += int64(len(line))
 		r, ok := parseLine(line)
 		if !ok {
 			j.bad++
 			continue
 		}
-		if r.Key == "" {
-			continue
-		}
-		s := j.keys[r.Key]
-		if s == nil {
-			s = &keyState{}
-			j.keys[r.Key] = s
-		}
-		s.latest = r
-		if s.firstOK == nil && r.Outcome == OutcomeOK {
-			rc := r
-			s.firstOK = &rc
+		if r.Key != "" {
+			j.keys.note(r.Key, r.Outcome, sp)
 		}
 	}
 }
