@@ -14,9 +14,12 @@ import (
 // sorted, no insignificant whitespace, strings re-encoded the same way
 // (no HTML escaping), numbers as written. Two values that decode equal
 // (other than numbers written differently) have the same canonical form.
-// Duplicate object keys, invalid UTF-8, lone UTF-16 surrogate escapes and
-// trailing data are errors.
+// Duplicate object keys, invalid UTF-8, lone UTF-16 surrogate escapes,
+// nesting deeper than MaxDepth and trailing data are errors.
 func Canonical(raw []byte) ([]byte, error) {
+	if err := CheckDepth(raw, MaxDepth); err != nil {
+		return nil, err
+	}
 	if err := checkJSONText(raw); err != nil {
 		return nil, err
 	}
@@ -199,6 +202,39 @@ func checkJSONText(raw []byte) error {
 			if pendingHigh {
 				return fmt.Errorf("lone UTF-16 surrogate escape at byte %d", i+1)
 			}
+		}
+	}
+	return nil
+}
+
+// MaxDepth is the deepest nesting of arrays and objects favaproxy reads in
+// a request body. Fava's add_entries needs six levels (the body, its
+// entries, an entry, its postings, a posting, its metadata); anything
+// deeper than this is refused before any parsing, so that no pass over a
+// body costs more than a constant times its size.
+const MaxDepth = 32
+
+// CheckDepth reports an error when raw nests arrays and objects deeper
+// than max. It reads raw once, byte by byte, allocating nothing; it does
+// not otherwise check that raw is JSON.
+func CheckDepth(raw []byte, max int) error {
+	depth := 0
+	for i := 0; i < len(raw); i++ {
+		switch raw[i] {
+		case '"':
+			// Skip the string, escapes included.
+			for i++; i < len(raw) && raw[i] != '"'; i++ {
+				if raw[i] == '\\' {
+					i++
+				}
+			}
+		case '[', '{':
+			depth++
+			if depth > max {
+				return fmt.Errorf("nested deeper than %d levels", max)
+			}
+		case ']', '}':
+			depth--
 		}
 	}
 	return nil

@@ -1,15 +1,18 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"mime"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -362,6 +365,9 @@ func (l *Ledger) Write(ctx context.Context, req *Request) (*Response, error) {
 	l.mu.Unlock()
 	defer l.inflight.Done()
 
+	if err := checkBody(req); err != nil {
+		return nil, err
+	}
 	if err := l.checkWrite(req); err != nil {
 		return nil, err
 	}
@@ -377,6 +383,23 @@ func (l *Ledger) Write(ctx context.Context, req *Request) (*Response, error) {
 		resp.Header.Set("ETag", a.after.version())
 	}
 	return resp, err
+}
+
+// checkBody refuses a JSON body nested deeper than fava.MaxDepth, before
+// anything parses it (Fava's parser, and favaproxy's, go one level deeper
+// per level of nesting).
+func checkBody(req *Request) error {
+	mt, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	b := bytes.TrimLeft(req.Body, " \t\r\n")
+	isJSON := mt == "application/json" || strings.HasSuffix(mt, "+json") ||
+		mt == "" && len(b) > 0 && (b[0] == '{' || b[0] == '[')
+	if !isJSON {
+		return nil
+	}
+	if err := fava.CheckDepth(req.Body, fava.MaxDepth); err != nil {
+		return favaproxy.FieldErrorf("body", "%v (at most %d levels of arrays and objects)", err, fava.MaxDepth)
+	}
+	return nil
 }
 
 // run waits for the write's turn and runs its kind's handler. Lock order:

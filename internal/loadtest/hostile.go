@@ -27,6 +27,8 @@ const hostileWrites = 3
 //     before reading the body stalls every writer behind them);
 //   - two clients streaming an oversized add_entries body as fast as they
 //     can, one with Content-Length and one chunked;
+//   - add_entries bodies nested 10,000 and 100,000 levels deep (small, but
+//     a parser that goes one level deeper per level runs out of memory);
 //
 // normal writes go through favaproxy. It reports their latency, the big
 // bodies' statuses (413 wanted) and favaproxy's peak RSS.
@@ -86,6 +88,12 @@ func (b *bench) hostile(ctx context.Context) (Phase, error) {
 		}
 	}
 
+	b.logf("hostile: deeply nested bodies")
+	var deep []int
+	for _, depth := range deepDepths {
+		deep = append(deep, deepBody(ctx, px.URL()+path, depth))
+	}
+
 	b.logf("hostile: normal writes")
 	lorisAtWrite, uploadsAtWrite := loris.open.Load(), uploads.open.Load()
 	wl := newWriteLoad(px.URL(), b.slug, "fb-hostile")
@@ -132,6 +140,10 @@ func (b *bench) hostile(ctx context.Context) (Phase, error) {
 		p.Checks = append(p.Checks, equal(fmt.Sprintf("status of the %s %d MiB body", g.kind(), o.BigBody>>20),
 			float64(status), http.StatusRequestEntityTooLarge))
 	}
+	for i, depth := range deepDepths {
+		notes = append(notes, fmt.Sprintf("body nested %d deep: status %d", depth, deep[i]))
+		p.Checks = append(p.Checks, equal(fmt.Sprintf("status of a body nested %d deep", depth), float64(deep[i]), http.StatusBadRequest))
+	}
 	p.Checks = append(p.Checks, below("favaproxy peak RSS, MiB", float64(res.PeakRSSKiB)/1024, 100))
 	if res.Failed > 0 {
 		notes = append(notes, wl.firstErr())
@@ -143,6 +155,27 @@ func (b *bench) hostile(ctx context.Context) (Phase, error) {
 
 // slowUploads is the number of slow-upload connections of the hostile phase.
 const slowUploads = 20
+
+// deepDepths are the nesting depths of the hostile phase's deep bodies.
+var deepDepths = []int{10000, 100000}
+
+// deepBody sends {"entries":[ + "[" × depth + "]" × depth + ]} to url and
+// returns the answer's status (0 when none came).
+func deepBody(ctx context.Context, url string, depth int) int {
+	body := `{"entries":[` + strings.Repeat("[", depth) + strings.Repeat("]", depth) + `]}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, strings.NewReader(body))
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
 
 func basic(user string) string {
 	return base64.StdEncoding.EncodeToString([]byte(user + ":bench"))
