@@ -23,8 +23,8 @@ type classifier struct {
 }
 
 // safeMethod reports whether Fava never changes a file for method (apart from
-// the mutating GETs listed in apiKinds). Methods are case-sensitive, as in
-// HTTP: "get" is not GET and counts as a write.
+// the mutating GETs listed in apiKinds). The server upper-cases methods
+// before they are classified (canonicalMethod), as Fava's server does.
 func safeMethod(method string) bool {
 	return method == "GET" || method == "HEAD" || method == "OPTIONS"
 }

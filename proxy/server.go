@@ -154,7 +154,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	}
 	s.e = s.newEcho()
 	s.srv = &http.Server{
-		Handler:           s.instrument(s.e),
+		Handler:           canonicalMethod(s.instrument(s.e)),
 		ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
 		ReadTimeout:       cfg.Timeouts.Read,
 		IdleTimeout:       cfg.Timeouts.Idle,
@@ -216,6 +216,19 @@ func (s *Server) Close(ctx context.Context) error {
 		errs = append(errs, l.Close(ctx))
 	}
 	return errors.Join(errs...)
+}
+
+// canonicalMethod upper-cases every request's method before anything
+// looks at it: Fava's server (werkzeug) upper-cases the method it is sent,
+// so "put" is executed as PUT and must be classified, checked and
+// serialized as one.
+func canonicalMethod(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m := strings.ToUpper(r.Method); m != r.Method {
+			r.Method = m
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // resolveSlugs returns the slug of every ledger: the configured one, or the
