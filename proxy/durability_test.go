@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,5 +76,36 @@ func TestWriteFsyncedBeforeAnswer(t *testing.T) {
 				t.Fatalf("status=%d, want 200; %s", a.status, a.body)
 			}
 		})
+	}
+}
+
+// TestFullDiskWritesNothing: when the pre-images cannot be saved (a full
+// disk: the fsync of the copy fails with ENOSPC), the write is answered
+// 507, nothing is sent to Fava and the ledger stays as it was; once there
+// is room again the same request is written.
+func TestFullDiskWritesNothing(t *testing.T) {
+	e := newAddEnv(t, favatest.Style130, "")
+	var full atomic.Bool
+	full.Store(true)
+	e.start(t, Options{AdjustLedger: func(o *ledger.Options) {
+		o.Sync = func(f *os.File) error {
+			if full.Load() && strings.Contains(f.Name(), ".rollback") {
+				return syscall.ENOSPC
+			}
+			return f.Sync()
+		}
+	}})
+	before := e.ledgerText(t)
+	resp, body := putEntries(t, e.url, "alice", "k-full", entriesBody(txn("no room")))
+	if got, want := resp.StatusCode, http.StatusInsufficientStorage; got != want {
+		t.Fatalf("status=%d, want %d; %s", got, want, body)
+	}
+	if e.front.calls.Load() != 0 || e.ledgerText(t) != before {
+		t.Fatalf("with no room for the pre-images: %d calls to Fava, ledger changed=%v", e.front.calls.Load(), e.ledgerText(t) != before)
+	}
+	full.Store(false)
+	resp, body = putEntries(t, e.url, "alice", "k-full", entriesBody(txn("no room")))
+	if resp.StatusCode != http.StatusOK || strings.Count(e.ledgerText(t), "^k-full") != 1 {
+		t.Fatalf("with room again: status=%d; %s", resp.StatusCode, body)
 	}
 }
