@@ -222,7 +222,7 @@ func Default() Config {
 		},
 		Retry:       Retry{MaxAttempts: 5, InitialInterval: 50 * time.Millisecond, MaxElapsed: 5 * time.Second},
 		Batch:       Batch{MaxRequests: 64, MaxBytes: 4 << 20, GatherDelay: 5 * time.Millisecond},
-		Idempotency: Idempotency{Header: "Idempotency-Key", MetaKey: "idempotency-key"},
+		Idempotency: Idempotency{Header: "Idempotency-Key", Prefix: "idem-", MetaKey: "idempotency-key"},
 		Merge:       Merge{CacheBytes: 64 << 20},
 		Durability:  Durability{Quiet: time.Second},
 		Log:         Log{Level: "info", Format: "text"},

@@ -230,14 +230,22 @@ func (l *Ledger) checkKey(ctx context.Context, ar *addRequest, now snapshot) (*R
 			}
 		}
 	case found > 0:
-		// Written by another tool (or the journal was lost): there is no
-		// fingerprint to compare, and no reply to give back but Fava's
-		// usual one for what the ledger holds.
-		body := fava.SuccessBody(l.replyStyle(ctx), fava.StoredMessage(found), l.mtime())
-		resp := replayResponse(http.StatusOK, body)
-		l.metrics.IdempotentReplay(l.slug)
-		l.journalAnswer(ar, now, journal.OutcomeReplayed, resp.Status, resp.Body, "found in the ledger, not in the journal")
-		return resp, nil
+		if last, seen, err := l.journal.Latest(ar.key); err == nil && seen &&
+			last.User == string(ar.req.User) && last.Fingerprint == ar.fingerprint && found >= len(ar.entries) {
+			// An earlier attempt of this request, recorded without an
+			// answer from Fava (its outcome unknown), landed after all.
+			body := fava.SuccessBody(l.replyStyle(ctx), fava.StoredMessage(found), l.mtime())
+			resp := replayResponse(http.StatusOK, body)
+			l.metrics.IdempotentReplay(l.slug)
+			l.journalAnswer(ar, now, journal.OutcomeOK, resp.Status, resp.Body, "an earlier attempt without an answer is in the ledger")
+			return resp, nil
+		}
+		// In the ledger, but favaproxy has no record of the request that
+		// wrote it (another tool used the link, or the journal was lost):
+		// nothing to replay, and writing would store it twice.
+		body := mustMarshal(map[string]any{"error": "idempotency key is already in the ledger, but favaproxy has no record of the request that wrote it; nothing was written; use another key", "found": found})
+		l.journalAnswer(ar, now, journal.OutcomeConflict, http.StatusConflict, body, "found in the ledger, not in the journal")
+		return &Response{Status: http.StatusConflict, Header: jsonHeader(), Body: body}, nil
 	}
 	return nil, nil
 }
@@ -286,6 +294,8 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 			m.Keys = map[string]int{}
 		}
 		m.Keys[ar.key] = len(ar.entries)
+		m.Keyed = append(m.Keyed, keyedRequest{Key: ar.key, RequestID: ar.req.RequestID, User: string(ar.req.User),
+			Fingerprint: ar.fingerprint, Entries: len(ar.entries)})
 	}
 	g, err := l.begin(m, reqs, l.addTargets(), nil)
 	if err != nil {

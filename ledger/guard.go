@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"time"
@@ -211,6 +212,28 @@ func (l *Ledger) recordRecovery(m *manifest, note string, files []string) {
 	}
 }
 
+// recordKeptKeys appends, for each keyed request of a write kept after a
+// crash that the journal has no ok record of, the record its answer would
+// have had, so that a retry of its key is replayed.
+func (l *Ledger) recordKeptKeys(m *manifest) {
+	var recs []journal.Record
+	for _, k := range m.Keyed {
+		if _, ok, err := l.journal.Lookup(k.Key); err != nil || ok {
+			continue
+		}
+		recs = append(recs, journal.Record{
+			RequestID: k.RequestID, User: k.User, Ledger: l.slug, Route: addEntriesRoute,
+			Kind: string(favaproxy.KindAddEntries), Key: k.Key, Fingerprint: k.Fingerprint, Entries: k.Entries,
+			Outcome: journal.OutcomeOK, Status: http.StatusOK,
+			Reply: fava.SuccessBody(l.styleOf(), fava.StoredMessage(k.Entries), l.mtime()),
+			Note:  "kept after an interrupted write",
+		})
+	}
+	if err := l.journal.AppendBatch(recs); err != nil {
+		l.log.Error("journal append failed", "ledger", l.slug, "err", err.Error())
+	}
+}
+
 // Recovery is what settling a rollback left hot by a crash found and did.
 type Recovery struct {
 	// Hot is set when there was such a rollback.
@@ -280,6 +303,7 @@ func (l *Ledger) recoverHot(ctx context.Context) (Recovery, error) {
 		}
 		rec.Kept = true
 		l.recordRecovery(m, "interrupted write kept: complete", nil)
+		l.recordKeptKeys(m)
 	} else {
 		restored, err := l.rb.restore(m)
 		if err != nil {

@@ -66,6 +66,9 @@ type manifest struct {
 	RequestIDs []string `json:"request_ids,omitempty"`
 	// Keys are the idempotency keys (links) sent, with their entry counts.
 	Keys map[string]int `json:"keys,omitempty"`
+	// Keyed describes the keyed requests, so that a write kept after a
+	// crash is recorded in the journal as they would have been.
+	Keyed []keyedRequest `json:"keyed,omitempty"`
 	// Insert is set for add_entries: Fava only inserts, so every line of a
 	// pre-image stays, in order, in a complete result. Entries counts the
 	// entries sent, and AllKeyed is set when every request had a key.
@@ -81,6 +84,15 @@ type manifest struct {
 	// set when favaproxy stops waiting for Fava's answer; zero while it
 	// waits (its sender would wait at most timeouts.upstream).
 	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// keyedRequest is what the journal records of a keyed add_entries.
+type keyedRequest struct {
+	Key         string `json:"key"`
+	RequestID   string `json:"request_id"`
+	User        string `json:"user"`
+	Fingerprint string `json:"fingerprint"`
+	Entries     int    `json:"entries"`
 }
 
 // preimage is one file's state before a write.

@@ -225,8 +225,8 @@ func TestAddEntriesSameKeyInSequence(t *testing.T) {
 			if got, want := strings.Count(text, "lunch"), 1; got != want {
 				t.Fatalf("entries in the ledger = %d, want %d:\n%s", got, want, text)
 			}
-			if !strings.Contains(text, `"lunch" ^k1`) {
-				t.Errorf("entry without its link ^k1:\n%s", text)
+			if !strings.Contains(text, `"lunch" ^idem-k1`) {
+				t.Errorf("entry without its link ^idem-k1:\n%s", text)
 			}
 			if got, want := e.front.calls.Load(), int32(1); got != want {
 				t.Errorf("add_entries calls at Fava = %d, want %d", got, want)
@@ -417,31 +417,44 @@ func TestAddEntriesBalanceAndNoteDedupe(t *testing.T) {
 			if strings.Count(text, "balance Assets:Bank") != 1 || strings.Count(text, "called the bank") != 1 {
 				t.Fatalf("want one balance and one note:\n%s", text)
 			}
-			if got, want := strings.Count(text, `idempotency-key: "k-bn"`), 2; got != want {
+			if got, want := strings.Count(text, `idempotency-key: "idem-k-bn"`), 2; got != want {
 				t.Errorf("metadata lines = %d, want %d:\n%s", got, want, text)
 			}
 		})
 	}
 }
 
+// TestAddEntriesKeyFoundOnlyInLedger pins a silent non-write: a key equal
+// to a link already in the ledger (one other users wrote without a key)
+// was answered "Stored 1 entries." as a replay, and nothing was written.
+// Keys become links with a prefix (idempotency.prefix, "idem-"), so a
+// user's own link does not collide; a prefixed link favaproxy has no
+// record of is refused with 409, and nothing is written.
 func TestAddEntriesKeyFoundOnlyInLedger(t *testing.T) {
 	extra := `
-2024-02-01 * "written by a script" ^k-ext
+2024-02-01 * "a user's own link" ^k-ext
+  Expenses:Food    1 USD
+  Assets:Bank
+
+2024-02-02 * "written by a script with favaproxy's prefix" ^idem-k-script
   Expenses:Food    1 USD
   Assets:Bank
 `
 	e := newAddEnv(t, favatest.Style127, extra)
 	e.start(t, Options{})
-	resp, body := putEntries(t, e.url, "alice", "k-ext", entriesBody(txn("anything")))
-	if resp.StatusCode != http.StatusOK || resp.Header.Get(ledger.ReplayedHeader) != "true" {
-		t.Fatalf("status=%d replayed=%q, want a 200 replay", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader))
+	resp, body := putEntries(t, e.url, "alice", "k-ext", entriesBody(txn("mine")))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(ledger.ReplayedHeader) != "" {
+		t.Fatalf("key equal to a user's link: status=%d replayed=%q %s, want a fresh write", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader), body)
 	}
-	var m map[string]any
-	if err := json.Unmarshal([]byte(body), &m); err != nil || m["data"] != "Stored 1 entries." || m["success"] != true {
-		t.Errorf("body %q, want a 1.27-style success saying Stored 1 entries.", body)
+	if !strings.Contains(e.ledgerText(t), `"mine" ^idem-k-ext`) {
+		t.Fatalf("the entry is not written with its prefixed link:\n%s", e.ledgerText(t))
 	}
-	if e.front.calls.Load() != 0 || strings.Contains(e.ledgerText(t), "anything") {
-		t.Fatal("the request was written")
+	resp, body = putEntries(t, e.url, "alice", "k-script", entriesBody(txn("anything")))
+	if resp.StatusCode != http.StatusConflict || resp.Header.Get(ledger.ReplayedHeader) != "" {
+		t.Fatalf("key found only in the ledger: status=%d replayed=%q %s, want 409", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader), body)
+	}
+	if e.front.calls.Load() != 1 || strings.Contains(e.ledgerText(t), "anything") {
+		t.Fatal("the refused request was written")
 	}
 }
 

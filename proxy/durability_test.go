@@ -105,7 +105,7 @@ func TestFullDiskWritesNothing(t *testing.T) {
 	}
 	full.Store(false)
 	resp, body = putEntries(t, e.url, "alice", "k-full", entriesBody(txn("no room")))
-	if resp.StatusCode != http.StatusOK || strings.Count(e.ledgerText(t), "^k-full") != 1 {
+	if resp.StatusCode != http.StatusOK || strings.Count(e.ledgerText(t), "^idem-k-full") != 1 {
 		t.Fatalf("with room again: status=%d; %s", resp.StatusCode, body)
 	}
 }

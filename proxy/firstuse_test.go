@@ -64,7 +64,7 @@ func TestUnknownOutcomeIsAJournalOutcome(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer j.Close()
-			rec, ok, err := j.Latest("k-lost")
+			rec, ok, err := j.Latest("idem-k-lost")
 			if err != nil || !ok {
 				t.Fatalf("no journal record for the key: ok=%v err=%v", ok, err)
 			}
@@ -87,7 +87,7 @@ func TestUnknownOutcomeIsAJournalOutcome(t *testing.T) {
 			if got, want := resp.StatusCode, http.StatusOK; got != want {
 				t.Fatalf("retry: status=%d, want %d; body %s", got, want, body)
 			}
-			if got, want := strings.Count(e.ledgerText(t), "^k-lost"), 1; got != want {
+			if got, want := strings.Count(e.ledgerText(t), "^idem-k-lost"), 1; got != want {
 				t.Errorf("entries in the ledger = %d, want %d", got, want)
 			}
 		})

@@ -55,7 +55,7 @@ func TestRefusedBatchJudgedOverAllFiles(t *testing.T) {
 				t.Errorf("bad request: status %d, want a refusal", bad.StatusCode)
 			}
 			all := readText(t, e.file) + readText(t, food)
-			if got := strings.Count(all, "^k-inc"); got != 1 {
+			if got := strings.Count(all, "^idem-k-inc"); got != 1 {
 				t.Fatalf("the good entry is in the ledger %d times, want 1:\n%s", got, all)
 			}
 			if strings.Contains(all, refuseMarker) {

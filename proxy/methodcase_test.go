@@ -62,7 +62,7 @@ func TestMethodCasingCannotSkipChecks(t *testing.T) {
 	if strings.Contains(text, "Assets:Evil") {
 		t.Fatal("an injected directive reached the ledger")
 	}
-	if got := strings.Count(text, "^k-case"); got != 1 {
+	if got := strings.Count(text, "^idem-k-case"); got != 1 {
 		t.Fatalf("the keyed entry is in the ledger %d times, want 1", got)
 	}
 }

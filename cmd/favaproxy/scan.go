@@ -29,9 +29,8 @@ It reports as duplicates:
   - transactions identical in date, payee, narration and postings, with or
     without keys: what a client that retried without a key leaves behind.
 
-With an empty --prefix every link is taken for a key; give the prefix
-favaproxy is configured with (idempotency.prefix) to tell keys from other
-links.
+--prefix (default: idempotency.prefix, idem-) tells keys from other links;
+with an empty --prefix every link is taken for a key.
 
 Exit status: 0 when there are no duplicates, 1 when there are, 2 when the
 ledger cannot be read or on a usage error.`,

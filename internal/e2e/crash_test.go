@@ -33,12 +33,19 @@ type crashRig struct {
 
 func newCrashRig(tb testing.TB) *crashRig {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	// A port below the kernel's ephemeral range, so that no client
+	// connection takes it while the emulator is down between a kill and
+	// its restart.
+	var addr string
+	for try := 0; addr == ""; try++ {
+		a := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if ln, err := net.Listen("tcp", a); err == nil {
+			ln.Close()
+			addr = a
+		} else if try > 100 {
+			tb.Fatal(err)
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	r := &crashRig{tb: tb, ledger: newLedger(tb, crashShape.txns), emuAt: addr}
 	r.startEmu()
 	r.startProxy()
