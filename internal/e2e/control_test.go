@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"path/filepath"
 	"testing"
 
@@ -32,6 +33,12 @@ func TestControlTwoFavaProcessesLoseWrites(t *testing.T) {
 			p.Kill()
 		}
 		r, err := c.Check(ledger)
+		if errors.Is(err, setcheck.ErrDisagree) {
+			// The ledger is damaged past what a line-based reading
+			// follows: that is what the control must show.
+			t.Logf("attempt %d: statuses %s; %v", attempt, histogram(statuses), err)
+			return
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -122,6 +122,11 @@ func (r Report) String() string {
 	return string(b)
 }
 
+// ErrDisagree means bean-query read the owned links differently from the
+// checker's own reading: on a ledger that passes bean-check, a sign that
+// its text is damaged in a way a line-based reading cannot follow.
+var ErrDisagree = errors.New("setcheck: bean-query and the checker disagree")
+
 // ErrNoTools means bean-check or bean-query is not on PATH.
 var ErrNoTools = errors.New("setcheck: bean-check or bean-query not on PATH (install Debian's beancount)")
 
@@ -238,12 +243,12 @@ func (c *Checker) Check(ledgerMain string) (Report, error) {
 	for id, n := range qcounts {
 		qtotal += n
 		if counts[id] != n {
-			return r, fmt.Errorf("setcheck: bean-query counts %d links %s, the checker %d", n, id, counts[id])
+			return r, fmt.Errorf("%w: bean-query counts %d links %s, the checker %d", ErrDisagree, n, id, counts[id])
 		}
 	}
 	r.BeanQueryLinks = qtotal
 	if qtotal != total {
-		return r, fmt.Errorf("setcheck: bean-query saw %d owned links, the checker %d", qtotal, total)
+		return r, fmt.Errorf("%w: bean-query saw %d owned links, the checker %d", ErrDisagree, qtotal, total)
 	}
 	return r, nil
 }
