@@ -2,14 +2,12 @@ package ledger
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"mime"
 	"mime/multipart"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,13 +17,17 @@ import (
 )
 
 // CheckRead checks the paths a read of the ledger's API endpoint name
-// (as in /<slug>/api/<name>) with query q names: the filename of GET
-// source.
-func (l *Ledger) CheckRead(name string, q url.Values) error {
+// (as in /<slug>/api/<name>) with the raw query string rawQuery names: the
+// filename of GET source.
+func (l *Ledger) CheckRead(name, rawQuery string) error {
 	if name != "source" {
 		return nil
 	}
-	file, err := oneParam(q, "filename")
+	q, err := strictQuery(rawQuery)
+	if err != nil {
+		return err
+	}
+	file, _, err := params{query: q}.str("filename")
 	if err != nil || file == "" {
 		return err
 	}
@@ -49,34 +51,52 @@ func (l *Ledger) checkWrite(req *Request) error {
 		return err
 	}
 	folders := documentFolders(lg)
-	q := req.URL.Query()
-	body := req.Body
-	switch strings.TrimPrefix(req.URL.Path, l.apiBase.Path) {
-	case "attach_document":
-		var req struct {
-			Filename *string `json:"filename"`
+	name := strings.TrimPrefix(req.URL.Path, l.apiBase.Path)
+	if name == "add_document" {
+		folder, err := formValue(req.Header.Get("Content-Type"), req.Body, "folder")
+		if err != nil {
+			return err
 		}
-		if err := json.Unmarshal(body, &req); err != nil || req.Filename == nil {
+		for _, d := range lg.Options["documents"] {
+			if folder == d {
+				return nil
+			}
+		}
+		return favaproxy.FieldErrorf("folder", "not one of the ledger's documents folders")
+	}
+	// Fava reads a PUT's parameters from its JSON body (move from 1.30.8,
+	// attach_document), a GET's and a DELETE's from the query string.
+	p, err := readParams(req)
+	if err != nil {
+		return err
+	}
+	switch name {
+	case "attach_document":
+		filename, ok, err := p.str("filename")
+		if err != nil {
+			return err
+		}
+		if !ok {
 			return favaproxy.FieldErrorf("filename", "missing")
 		}
 		// The name is written into the ledger as document: "<name>".
-		if strings.ContainsAny(*req.Filename, "\"\\") || hasControl(*req.Filename) {
+		if strings.ContainsAny(filename, "\"\\") || hasControl(filename) {
 			return favaproxy.FieldErrorf("filename", "holds a quote, backslash or control character")
 		}
-		return inFolders("filename", *req.Filename, lg.Main, folders)
+		return inFolders("filename", filename, lg.Main, folders)
 	case "move":
-		name, err := oneParam(q, "filename")
+		filename, _, err := p.str("filename")
 		if err != nil {
 			return err
 		}
-		if err := inFolders("filename", name, lg.Main, folders); err != nil {
+		if err := inFolders("filename", filename, lg.Main, folders); err != nil {
 			return err
 		}
-		newName, err := oneParam(q, "new_name")
+		newName, _, err := p.str("new_name")
 		if err != nil {
 			return err
 		}
-		account, err := oneParam(q, "account")
+		account, _, err := p.str("account")
 		if err != nil {
 			return err
 		}
@@ -92,22 +112,11 @@ func (l *Ledger) checkWrite(req *Request) error {
 		target := filepath.Join(append([]string{folders[0]}, append(strings.Split(account, ":"), newName)...)...)
 		return inFolders("new_name", target, lg.Main, folders)
 	case "document":
-		name, err := oneParam(q, "filename")
+		filename, _, err := p.str("filename")
 		if err != nil {
 			return err
 		}
-		return inFolders("filename", name, lg.Main, folders)
-	case "add_document":
-		folder, err := formValue(req.Header.Get("Content-Type"), body, "folder")
-		if err != nil {
-			return err
-		}
-		for _, d := range lg.Options["documents"] {
-			if folder == d {
-				return nil
-			}
-		}
-		return favaproxy.FieldErrorf("folder", "not one of the ledger's documents folders")
+		return inFolders("filename", filename, lg.Main, folders)
 	}
 	return nil
 }
@@ -119,22 +128,6 @@ func (l *Ledger) current() (*beancount.Ledger, error) {
 		return nil, fmt.Errorf("read ledger: %w: %w", favaproxy.Errorf(favaproxy.EInternal, "cannot read the ledger"), err)
 	}
 	return l.index.Ledger(), nil
-}
-
-// oneParam returns the single value of a query parameter: "" when absent,
-// 400 when repeated (Fava and favaproxy might read different ones).
-func oneParam(q url.Values, name string) (string, error) {
-	switch vs := q[name]; len(vs) {
-	case 0:
-		return "", nil
-	case 1:
-		if strings.IndexByte(vs[0], 0) >= 0 {
-			return "", favaproxy.FieldErrorf(name, "holds a NUL byte")
-		}
-		return vs[0], nil
-	default:
-		return "", favaproxy.FieldErrorf(name, "repeated")
-	}
 }
 
 // formValue returns the single value of a multipart form field of body.

@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"slices"
 
@@ -33,12 +32,17 @@ type sliceEdit struct {
 // checksum, or "Deleted entry <hash>.". No such block, or more than one,
 // is a 409 conflict of kind slice.
 func (l *Ledger) editSlice(ctx context.Context, req *Request) (*Response, error) {
-	var ed sliceEdit
-	if req.Method == http.MethodDelete {
-		q := req.URL.Query()
-		ed = sliceEdit{EntryHash: q.Get("entry_hash"), SHA256: q.Get("sha256sum"), remove: true}
-	} else if json.Unmarshal(req.Body, &ed) != nil {
-		ed = sliceEdit{}
+	// Read as Fava reads it: DELETE from the query string, PUT from the
+	// JSON body's exact members.
+	p, err := readParams(req)
+	if err != nil {
+		return nil, err
+	}
+	ed := sliceEdit{remove: req.Method == http.MethodDelete}
+	for name, dst := range map[string]*string{"entry_hash": &ed.EntryHash, "sha256sum": &ed.SHA256, "source": &ed.Source} {
+		if *dst, _, err = p.str(name); err != nil {
+			return nil, err
+		}
 	}
 	if ed.EntryHash == "" || ed.SHA256 == "" {
 		// Fava answers a malformed request in its own words.

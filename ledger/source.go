@@ -40,8 +40,30 @@ type sourceBody struct {
 // with a checksum other than the one it was made from, which would erase
 // the other writer's change.
 func (l *Ledger) putSource(ctx context.Context, req *Request) (*Response, error) {
+	// Read as Fava reads it: exact member names, no repeated member.
+	p, err := readParams(req)
+	if err != nil {
+		return nil, err
+	}
 	var body sourceBody
-	if json.Unmarshal(req.Body, &body) != nil || body.FilePath == "" || body.SHA256 == "" {
+	var okPath, okSum bool
+	if body.FilePath, okPath, err = p.str("file_path"); err != nil {
+		return nil, err
+	}
+	if body.SHA256, okSum, err = p.str("sha256sum"); err != nil {
+		return nil, err
+	}
+	if body.Source, _, err = p.str("source"); err != nil {
+		return nil, err
+	}
+	if okPath {
+		// Whatever else the body holds, it names no file outside the
+		// ledger.
+		if _, err := l.sourceFile(body.FilePath); err != nil {
+			return nil, err
+		}
+	}
+	if !okPath || !okSum || body.SHA256 == "" {
 		// Not a body favaproxy can reason about: Fava answers it in its
 		// own words.
 		return l.underLock(l.forward)(ctx, req)

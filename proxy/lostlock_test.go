@@ -36,7 +36,7 @@ func TestLostLockSendsNothing(t *testing.T) {
 	for _, tc := range []struct{ method, name, body string }{
 		{http.MethodPut, "format_source", `{"source":""}`},
 		{http.MethodPut, "add_entries", `{"entries":[]}`},
-		{http.MethodPut, "source", `{"file_path":"x","source":"","sha256sum":""}`},
+		{http.MethodPut, "source", `{"source":"","sha256sum":""}`},
 	} {
 		resp, body := do(t, tc.method, base+tc.name, tc.body, http.Header{"X-Which": {"after"}})
 		if got, want := resp.StatusCode, http.StatusServiceUnavailable; got != want || resp.Header.Get("Retry-After") == "" {

@@ -438,7 +438,7 @@ func (s *Server) dispatch(c *echo.Context) error {
 	l := s.bySlug[slug]
 	if l != nil {
 		if name, ok := strings.CutPrefix(info.cleanPath, "/"+slug+"/api/"); ok {
-			if err := l.CheckRead(name, r.URL.Query()); err != nil {
+			if err := l.CheckRead(name, r.URL.RawQuery); err != nil {
 				s.refuse(w, r, info, slug, kind, err)
 				return nil
 			}
