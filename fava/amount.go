@@ -2,6 +2,7 @@ package fava
 
 import (
 	"fmt"
+	"math/big"
 	"strings"
 )
 
@@ -278,44 +279,121 @@ func (p *amountParser) startsExpr() bool {
 	return t.kind == tNumber || t.kind == tOp && (t.text == "(" || t.text == "-" || t.text == "+")
 }
 
-// expr parses Beancount's number_expr, nested depth levels deep:
-// factors joined by + - * /. A check that only accepts or refuses needs no
-// operator precedence, so the four operators are taken alike.
+// expr parses Beancount's number_expr, nested depth levels deep, and
+// evaluates it exactly (big.Rat), with Beancount's precedence: terms
+// joined by + and -, factors joined by * and /. A division by zero, which
+// Fava could only answer with an error after taking the request, is
+// refused here.
 func (p *amountParser) expr(depth int) string {
-	if why := p.factor(depth); why != "" {
-		return why
-	}
-	for p.isOp("+") || p.isOp("-") || p.isOp("*") || p.isOp("/") {
-		p.pos++
-		if why := p.factor(depth); why != "" {
-			return why
-		}
-	}
-	return ""
+	_, why := p.sum(depth)
+	return why
 }
 
-func (p *amountParser) factor(depth int) string {
+func (p *amountParser) sum(depth int) (*big.Rat, string) {
+	v, why := p.term(depth)
+	if why != "" {
+		return nil, why
+	}
+	for p.isOp("+") || p.isOp("-") {
+		minus := p.isOp("-")
+		p.pos++
+		w, why := p.term(depth)
+		if why != "" {
+			return nil, why
+		}
+		if minus {
+			v.Sub(v, w)
+		} else {
+			v.Add(v, w)
+		}
+	}
+	return v, ""
+}
+
+func (p *amountParser) term(depth int) (*big.Rat, string) {
+	v, why := p.factor(depth)
+	if why != "" {
+		return nil, why
+	}
+	for p.isOp("*") || p.isOp("/") {
+		div := p.isOp("/")
+		p.pos++
+		w, why := p.factor(depth)
+		if why != "" {
+			return nil, why
+		}
+		if div {
+			if w.Sign() == 0 {
+				return nil, "division by zero"
+			}
+			v.Quo(v, w)
+		} else {
+			v.Mul(v, w)
+		}
+	}
+	return v, ""
+}
+
+func (p *amountParser) factor(depth int) (*big.Rat, string) {
 	if depth > 32 {
-		return "number expression nested too deeply"
+		return nil, "number expression nested too deeply"
 	}
 	t := p.peek()
 	switch {
 	case t.kind == tNumber:
 		p.pos++
-		return ""
+		if why := checkDigits(t.text); why != "" {
+			return nil, why
+		}
+		v, ok := new(big.Rat).SetString(strings.ReplaceAll(t.text, ",", ""))
+		if !ok {
+			return nil, fmt.Sprintf("%s is not a number", quoteShort(t.text))
+		}
+		return v, ""
 	case t.kind == tOp && (t.text == "-" || t.text == "+"):
 		p.pos++
-		return p.factor(depth + 1)
+		v, why := p.factor(depth + 1)
+		if why == "" && t.text == "-" {
+			v.Neg(v)
+		}
+		return v, why
 	case t.kind == tOp && t.text == "(":
 		p.pos++
-		if why := p.expr(depth + 1); why != "" {
-			return why
+		v, why := p.sum(depth + 1)
+		if why != "" {
+			return nil, why
 		}
 		if !p.isOp(")") {
-			return fmt.Sprintf("expected ')', found %s", p.peek().desc())
+			return nil, fmt.Sprintf("expected ')', found %s", p.peek().desc())
 		}
 		p.pos++
-		return ""
+		return v, ""
 	}
-	return fmt.Sprintf("expected a number, found %s", t.desc())
+	return nil, fmt.Sprintf("expected a number, found %s", t.desc())
+}
+
+// MaxDigits is the most significant digits Beancount keeps of a number
+// (Python's decimal context, precision 28): a number with more is rounded
+// when the ledger is read, and its transaction no longer balances.
+const MaxDigits = 28
+
+// checkDigits returns why the number literal s has more significant digits
+// than Beancount keeps, or "".
+func checkDigits(s string) string {
+	n, leading := 0, true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			continue
+		}
+		if leading && c == '0' {
+			continue
+		}
+		leading = false
+		n++
+	}
+	if n > MaxDigits {
+		return fmt.Sprintf("number %s has %d significant digits, more than the %d Beancount keeps", quoteShort(s), n, MaxDigits)
+	}
+	return ""
 }

@@ -178,6 +178,9 @@ func CheckNumber(s string) string {
 	if intPart == "" || !allDigits(intPart) || (hasDot && !allDigits(frac)) {
 		return fmt.Sprintf("number %s must be digits with an optional '-' and decimal point", quoteShort(s))
 	}
+	if why := checkDigits(t); why != "" {
+		return why
+	}
 	return ""
 }
 

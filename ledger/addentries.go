@@ -308,7 +308,11 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 	}
 
 	first := batch[0].req
-	fw := Request{Kind: first.Kind, Method: first.Method, URL: first.URL, Host: first.Host, Header: first.Header, Body: first.Body}
+	// Always as JSON: the body was read as JSON, and a request without a
+	// JSON media type must not fail alone and succeed in a batch.
+	h := first.Header.Clone()
+	h.Set("Content-Type", "application/json")
+	fw := Request{Kind: first.Kind, Method: first.Method, URL: first.URL, Host: first.Host, Header: h, Body: first.Body}
 	body := first.Body
 	if len(batch) > 1 || batch[0].key != "" {
 		var all []json.RawMessage

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -112,6 +113,10 @@ func (s *Server) validate(r *http.Request, ep endpoint) (map[string]any, error) 
 	}
 	var data map[string]any
 	if ep.method == http.MethodPut {
+		// Flask's get_json reads a body only with a JSON media type.
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+			return nil, s.style.invalidJSON
+		}
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			return nil, plainError(err.Error())

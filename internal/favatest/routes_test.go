@@ -279,6 +279,7 @@ func TestTwoServersOneFileLoseWrites(t *testing.T) {
 			defer wg.Done()
 			body := `{"entries":[{"t":"Note","date":"2024-03-01","account":"Assets:Bank","meta":{},"comment":"n` + string(rune('a'+i)) + `"}]}`
 			req := httptest.NewRequest(http.MethodPut, "/test-ledger/api/add_entries", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
 			rec := httptest.NewRecorder()
 			servers[i%2].ServeHTTP(rec, req)
 			mu.Lock()
