@@ -141,6 +141,7 @@ func RetryAfter(err error) (seconds int, ok bool) {
 const (
 	ReasonQueueFull   = "queue_full"   // too many writes wait for the ledger
 	ReasonLockTimeout = "lock_timeout" // the ledger lock stayed busy for lock_timeout
+	ReasonBuffersFull = "buffers_full" // limits.buffer_bytes of bodies were being received
 )
 
 // rejectError marks an error as a refusal for a reason.

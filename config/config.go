@@ -91,6 +91,11 @@ type Timeouts struct {
 	Dial time.Duration `mapstructure:"dial"`
 	// Upstream bounds waiting for Fava's response headers. Default 120s.
 	Upstream time.Duration `mapstructure:"upstream"`
+	// Stall is the longest a client may stop reading the answer to a read
+	// of a ledger, which holds the ledger's shared lock until it is sent:
+	// past it the answer is dropped and the lock released, so a stalled
+	// client cannot hold every writer off. Default 10s.
+	Stall time.Duration `mapstructure:"stall"`
 }
 
 // Limits on request sizes and queues.
@@ -107,6 +112,11 @@ type Limits struct {
 	// QueueDepth bounds writes waiting for one ledger; more get 503.
 	// Default 256.
 	QueueDepth int `mapstructure:"queue_depth"`
+	// BufferBytes bounds the write bodies held in memory at once (every
+	// body is read whole before its write waits for the lock); a body
+	// that would pass it gets 503 with Retry-After. At least UploadBody.
+	// Default 256 MiB.
+	BufferBytes int64 `mapstructure:"buffer_bytes"`
 }
 
 // Retry bounds retries of writes after a conflict or a failed connection.
@@ -212,6 +222,7 @@ func Default() Config {
 			Idle:       120 * time.Second,
 			Dial:       5 * time.Second,
 			Upstream:   120 * time.Second,
+			Stall:      10 * time.Second,
 		},
 		Limits: Limits{
 			JSONBody:    1 << 20,
@@ -219,6 +230,7 @@ func Default() Config {
 			UploadBody:  64 << 20,
 			HeaderBytes: 64 << 10,
 			QueueDepth:  256,
+			BufferBytes: 256 << 20,
 		},
 		Retry:       Retry{MaxAttempts: 5, InitialInterval: 50 * time.Millisecond, MaxElapsed: 5 * time.Second},
 		Batch:       Batch{MaxRequests: 64, MaxBytes: 4 << 20, GatherDelay: 5 * time.Millisecond},
@@ -345,6 +357,7 @@ func (c *Config) Validate() error {
 	positive("timeouts.idle", c.Timeouts.Idle)
 	positive("timeouts.dial", c.Timeouts.Dial)
 	positive("timeouts.upstream", c.Timeouts.Upstream)
+	positive("timeouts.stall", c.Timeouts.Stall)
 	positive("retry.initial_interval", c.Retry.InitialInterval)
 	positive("retry.max_elapsed", c.Retry.MaxElapsed)
 	positive("durability.quiet", c.Durability.Quiet)
@@ -367,6 +380,10 @@ func (c *Config) Validate() error {
 	positiveN("limits.upload_body", c.Limits.UploadBody)
 	positiveN("limits.header_bytes", int64(c.Limits.HeaderBytes))
 	positiveN("limits.queue_depth", int64(c.Limits.QueueDepth))
+	if c.Limits.BufferBytes < c.Limits.UploadBody || c.Limits.BufferBytes < c.Limits.SourceBody || c.Limits.BufferBytes < c.Limits.JSONBody {
+		add("limits.buffer_bytes (%d) must be at least every body limit (upload_body %d, source_body %d, json_body %d)",
+			c.Limits.BufferBytes, c.Limits.UploadBody, c.Limits.SourceBody, c.Limits.JSONBody)
+	}
 	positiveN("batch.max_requests", int64(c.Batch.MaxRequests))
 	positiveN("batch.max_bytes", c.Batch.MaxBytes)
 	positiveN("merge.cache_bytes", c.Merge.CacheBytes)

@@ -54,6 +54,7 @@ const (
 	metricRejectForbidden    = "forbidden"
 	metricRejectQueueFull    = favaproxy.ReasonQueueFull
 	metricRejectLockTimeout  = favaproxy.ReasonLockTimeout
+	metricRejectBuffersFull  = favaproxy.ReasonBuffersFull
 )
 
 var (
@@ -61,7 +62,7 @@ var (
 	metricConflictKinds   = []string{metricConflictFile, metricConflictSlice, metricConflictEntryHash}
 	metricResolutions     = []string{metricResolutionRelocated, metricResolutionMerged, metricResolutionRetried, metricResolution409}
 	metricUpstreamReasons = []string{metricUpstreamDial, metricUpstreamTimeout, metricUpstreamStatus5xx, metricUpstreamBadReply}
-	metricRejectReasons   = []string{metricRejectInvalid, metricRejectTooLarge, metricRejectUnauthorized, metricRejectForbidden, metricRejectQueueFull, metricRejectLockTimeout}
+	metricRejectReasons   = []string{metricRejectInvalid, metricRejectTooLarge, metricRejectUnauthorized, metricRejectForbidden, metricRejectQueueFull, metricRejectLockTimeout, metricRejectBuffersFull}
 	metricKinds           = []string{metricKindRead, metricKindWrite, metricKindStatic, metricOther}
 	metricRollbackEvents  = []string{ledger.RollbackBegun, ledger.RollbackCommitted, ledger.RollbackRestored, ledger.RollbackRecovered}
 )
@@ -156,7 +157,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "rejected_requests_total",
-			Help: "Requests refused before reaching Fava, by reason (invalid, too_large, unauthorized, forbidden, queue_full, lock_timeout).",
+			Help: "Requests refused before reaching Fava, by reason (invalid, too_large, unauthorized, forbidden, queue_full, lock_timeout, buffers_full).",
 		}, []string{"reason"}),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "rollbacks_total",

@@ -36,8 +36,33 @@ func (s *Server) serveRead(w http.ResponseWriter, r *http.Request, info *reqInfo
 		}
 		defer release() // on every path, including a panic of ReverseProxy
 	}
+	if l != nil {
+		// The answer holds the ledger's shared lock until it is sent: a
+		// client that stops reading must not hold it for ever.
+		sw := &stallWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: s.cfg.Timeouts.Stall}
+		// Clear the deadline for the next request the connection carries.
+		defer sw.rc.SetWriteDeadline(time.Time{})
+		w = sw
+	}
 	s.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
 }
+
+// stallWriter gives every write of an answer a deadline of stall from its
+// start: a client that reads keeps its answer coming, one that stops
+// reading for stall has it dropped (ReverseProxy then closes Fava's body,
+// which releases the ledger's shared lock).
+type stallWriter struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // rewrite builds the request to Fava from the client's: upstream scheme,
 // host and path (see outPath), the client's Host kept, X-Forwarded-* set,

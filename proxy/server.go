@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v5"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/auth"
@@ -81,6 +82,9 @@ type Server struct {
 	e              *echo.Echo
 	srv            *http.Server
 
+	// buffers bounds the write bodies held in memory (limits.buffer_bytes).
+	buffers *semaphore.Weighted
+
 	// inflight counts requests that hold or wait for a lock, so Serve
 	// returns only once every lock is released.
 	inflight sync.WaitGroup
@@ -97,7 +101,8 @@ type Server struct {
 // opens every ledger (ledger.Open). Serve closes them when it returns; a
 // server that is never served is closed with Close.
 func New(cfg config.Config, o Options) (*Server, error) {
-	s := &Server{cfg: cfg, log: o.Logger, transport: o.Transport, readyChecks: o.ReadyChecks}
+	s := &Server{cfg: cfg, log: o.Logger, transport: o.Transport, readyChecks: o.ReadyChecks,
+		buffers: semaphore.NewWeighted(cfg.Limits.BufferBytes)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -54,6 +54,18 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, info *reqInf
 		s.refuse(w, r, info, slug, kind, err)
 		return
 	}
+	// Bodies are held whole until answered; bound them all together.
+	reserve := limit
+	if r.ContentLength >= 0 {
+		reserve = r.ContentLength
+	}
+	if !s.buffers.TryAcquire(reserve) {
+		err := favaproxy.Rejected(favaproxy.ReasonBuffersFull, favaproxy.WithRetryAfter(favaproxy.Errorf(favaproxy.EUnavailable,
+			"too many write bodies are being received; retry later"), 1))
+		s.refuse(w, r, info, slug, kind, err)
+		return
+	}
+	defer s.buffers.Release(reserve)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
