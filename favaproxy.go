@@ -45,6 +45,7 @@ const (
 	EConflict     = "conflict"     // 409: a conflict favaproxy could not resolve
 	ETooLarge     = "too_large"    // 413: body over the route's limit
 	EMismatch     = "mismatch"     // 422: idempotency key reused for another request
+	ETooMany      = "too_many"     // 429: too many failed attempts to authenticate
 	EUnavailable  = "unavailable"  // 503: lock wait timed out, queue full, shutting down
 	EUpstream     = "upstream"     // 502: Fava could not be reached or answered garbage
 	ETimeout      = "timeout"      // 504: Fava did not answer in time
@@ -177,6 +178,7 @@ var statusOf = map[string]int{
 	EConflict:            409,
 	ETooLarge:            413,
 	EMismatch:            422,
+	ETooMany:             429,
 	EUnavailable:         503,
 	EUpstream:            502,
 	ETimeout:             504,

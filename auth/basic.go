@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bufio"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -63,6 +64,8 @@ type Basic struct {
 	loadErr error     // of the last read; nil when users is current
 	gen     uint64    // counts reads, so a verification started before one is not cached after it
 	cache   map[[sha256.Size]byte]basicCached
+	// fails counts failed attempts per peer (limit.go).
+	fails *failLimiter
 }
 
 type basicCached struct {
@@ -83,6 +86,7 @@ func NewBasic(htpasswdFile string) (*Basic, error) {
 		now:        time.Now,
 		cacheKey:   key,
 		dummies:    map[int][]byte{},
+		fails:      newFailLimiter(time.Now),
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -132,7 +136,18 @@ func (b *Basic) Authenticate(r *http.Request) (string, error) {
 	gen := b.gen
 	b.mu.Unlock()
 
-	if err := bcrypt.CompareHashAndPassword(hash, []byte(pass)); err != nil || !known {
+	// A peer that failed too often is refused without a check, and checks
+	// run one per core at most (limit.go).
+	peer := peerOf(r.RemoteAddr)
+	if err := b.fails.allow(peer); err != nil {
+		return "", fmt.Errorf("%w: %w", err, ErrUnauthorized)
+	}
+	err = withCheckSlot(r.Context(), func() error { return bcrypt.CompareHashAndPassword(hash, []byte(pass)) })
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return "", fmt.Errorf("check password: %w: %w", err, ErrUnauthorized)
+	}
+	if err != nil || !known {
+		b.fails.failed(peer)
 		return "", fmt.Errorf("bad user or password: %w", ErrUnauthorized)
 	}
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 
 	"github.com/favaproxy/favaproxy"
@@ -65,6 +66,12 @@ func (s *Server) who(r *http.Request, trusted bool) (favaproxy.User, error) {
 		return "", err
 	}
 	name, err := s.authn.Authenticate(r)
+	var wait auth.RetryAfter
+	if errors.As(err, &wait) {
+		return "", favaproxy.WithRetryAfter(fmt.Errorf("authenticate: %w: %w",
+			favaproxy.Errorf(favaproxy.ETooMany, "too many failed attempts to authenticate; retry later"), err),
+			int(math.Ceil(wait.RetryAfter().Seconds())))
+	}
 	if err != nil {
 		if !errors.Is(err, auth.ErrUnauthorized) {
 			return "", fmt.Errorf("authenticate: %w: %w",
