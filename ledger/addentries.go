@@ -467,7 +467,8 @@ func (l *Ledger) addTargets() []string {
 			if b.Kind != beancount.KindCustom || b.Value != "fava-option" {
 				return false
 			}
-			switch b.Narration {
+			// Fava reads the name with "-" as "_".
+			switch strings.ReplaceAll(b.Narration, "_", "-") {
 			case "insert-entry":
 				add(f)
 			case "default-file":

@@ -180,7 +180,7 @@ func TestAddTargets(t *testing.T) {
 	main := filepath.Join(dir, "main.beancount")
 	os.WriteFile(main, []byte("include \"food.beancount\"\ninclude \"opts.beancount\"\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "food.beancount"), []byte("2024-01-01 custom \"fava-option\" \"insert-entry\" \"Expenses:Food\"\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "opts.beancount"), []byte("2024-01-01 custom \"fava-option\" \"default-file\" \"new/entries.beancount\"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "opts.beancount"), []byte("2024-01-01 custom \"fava-option\" \"default_file\" \"new/entries.beancount\"\n"), 0o644)
 	l := &Ledger{index: beancount.NewIndex(main, beancount.IndexOptions{MetaKey: "idempotency-key"})}
 	if err := l.index.Refresh(); err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ var apiKinds = map[string]favaproxy.Kind{
 	"PUT attach_document":    favaproxy.KindDocument,
 	"PUT add_document":       favaproxy.KindDocument,
 	"PUT move":               favaproxy.KindDocument, // Fava ≥ 1.30.8
-	"GET move":               favaproxy.KindDocument, // Fava ≤ 1.30.9: a mutating GET
+	"GET move":               favaproxy.KindDocument, // Fava ≤ 1.30.7: a mutating GET
 	"HEAD move":              favaproxy.KindDocument, // Flask runs GET views for HEAD
 	"DELETE document":        favaproxy.KindDocument,
 	"PUT upload_import_file": favaproxy.KindImport,

@@ -27,7 +27,7 @@ const insertTxns = `2024-02-01 * "Shop" "Bread"
   Expenses:Food   2.50 USD
   Assets:Bank
 
-2024-01-01 custom "fava-option" "insert-entry" "Expenses:Fo"
+2024-01-01 custom "fava-option" "insert_entry" "Expenses:Fo"
 
 2024-02-02 * "Landlord" "Rent"
   Expenses:Rent   500.00 USD
@@ -45,7 +45,8 @@ func txnEntry(date, narration, account string) map[string]any {
 	}
 }
 
-// TestInsertEntryOption pins Fava's fava-option "insert-entry": an entry
+// TestInsertEntryOption pins Fava's fava-option "insert-entry" (spelled
+// here insert_entry, which Fava reads the same): an entry
 // dated after the option with an account the pattern matches at its start
 // (a transaction's postings looked at last first) is inserted before the
 // option, in the option's file; any other entry is appended to the main
@@ -73,7 +74,7 @@ func TestInsertEntryOption(t *testing.T) {
   Expenses:Food                                        3.00 USD
   Assets:Bank
 
-2024-01-01 custom "fava-option" "insert-entry" "Expenses:Fo"
+2024-01-01 custom "fava-option" "insert_entry" "Expenses:Fo"
 
 2024-02-02 * "Landlord" "Rent"
   Expenses:Rent   500.00 USD

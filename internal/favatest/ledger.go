@@ -105,7 +105,8 @@ func (s *snapshot) favaOption(file string, lineno int, date, head string) {
 	if len(strs) > 2 {
 		value = strs[2]
 	}
-	switch strs[1] {
+	// Fava reads the name with "-" as "_": insert-entry or insert_entry.
+	switch strings.ReplaceAll(strs[1], "_", "-") {
 	case "insert-entry":
 		re, err := regexp.Compile(`^(?:` + value + `)`)
 		if err != nil {
