@@ -115,7 +115,8 @@ type Limits struct {
 	// BufferBytes bounds the write bodies held in memory at once (every
 	// body is read whole before its write waits for the lock); a body
 	// that would pass it gets 503 with Retry-After. At least UploadBody.
-	// Default 256 MiB.
+	// Default 96 MiB: one upload of the largest size and the JSON bodies
+	// around it.
 	BufferBytes int64 `mapstructure:"buffer_bytes"`
 }
 
@@ -230,7 +231,7 @@ func Default() Config {
 			UploadBody:  64 << 20,
 			HeaderBytes: 64 << 10,
 			QueueDepth:  256,
-			BufferBytes: 256 << 20,
+			BufferBytes: 96 << 20,
 		},
 		Retry:       Retry{MaxAttempts: 5, InitialInterval: 50 * time.Millisecond, MaxElapsed: 5 * time.Second},
 		Batch:       Batch{MaxRequests: 64, MaxBytes: 4 << 20, GatherDelay: 5 * time.Millisecond},

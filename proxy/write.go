@@ -66,7 +66,7 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, info *reqInf
 		return
 	}
 	defer s.buffers.Release(reserve)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -106,6 +106,22 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, info *reqInf
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(resp.Body)
 	}
+}
+
+// readBody reads a whole body into a buffer of exactly its announced length
+// (io.ReadAll would grow one to up to twice that), or, without one, as it
+// comes.
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	if length < 0 {
+		return io.ReadAll(r)
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	// Nothing may follow the announced length (MaxBytesReader enforces the
+	// limit; net/http enforces Content-Length).
+	return body, nil
 }
 
 // newWriteRequest builds the ledger.Request of a client's request.

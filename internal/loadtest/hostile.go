@@ -29,6 +29,8 @@ const hostileWrites = 3
 //     can, one with Content-Length and one chunked;
 //   - add_entries bodies nested 10,000 and 100,000 levels deep (small, but
 //     a parser that goes one level deeper per level runs out of memory);
+//   - 8 import uploads announcing 60 MiB each (favaproxy reads a body whole
+//     before its write waits; limits.buffer_bytes must refuse most);
 //
 // normal writes go through favaproxy. It reports their latency, the big
 // bodies' statuses (413 wanted) and favaproxy's peak RSS.
@@ -94,6 +96,9 @@ func (b *bench) hostile(ctx context.Context) (Phase, error) {
 		deep = append(deep, deepBody(ctx, px.URL()+path, depth))
 	}
 
+	b.logf("hostile: %d uploads of %d MiB", floodUploads, floodSize>>20)
+	floodRefused := bufferFlood(px.Addr, "/"+b.slug+"/api/upload_import_file", floodUploads, floodSize)
+
 	b.logf("hostile: normal writes")
 	lorisAtWrite, uploadsAtWrite := loris.open.Load(), uploads.open.Load()
 	wl := newWriteLoad(px.URL(), b.slug, "fb-hostile")
@@ -140,6 +145,8 @@ func (b *bench) hostile(ctx context.Context) (Phase, error) {
 		p.Checks = append(p.Checks, equal(fmt.Sprintf("status of the %s %d MiB body", g.kind(), o.BigBody>>20),
 			float64(status), http.StatusRequestEntityTooLarge))
 	}
+	notes = append(notes, fmt.Sprintf("%d of %d uploads of %d MiB refused at once", floodRefused, floodUploads, floodSize>>20))
+	p.Checks = append(p.Checks, atLeast(fmt.Sprintf("uploads of %d MiB refused of %d at once", floodSize>>20, floodUploads), float64(floodRefused), floodUploads-2))
 	for i, depth := range deepDepths {
 		notes = append(notes, fmt.Sprintf("body nested %d deep: status %d", depth, deep[i]))
 		p.Checks = append(p.Checks, equal(fmt.Sprintf("status of a body nested %d deep", depth), float64(deep[i]), http.StatusBadRequest))
@@ -155,6 +162,42 @@ func (b *bench) hostile(ctx context.Context) (Phase, error) {
 
 // slowUploads is the number of slow-upload connections of the hostile phase.
 const slowUploads = 20
+
+// floodUploads uploads of floodSize bytes each are announced at once.
+const (
+	floodUploads = 8
+	floodSize    = 60 << 20
+)
+
+// bufferFlood opens n connections that each announce an upload of size
+// bytes to path and send only its start, and returns how many were
+// answered 503 at once (the rest are held, then closed).
+func bufferFlood(addr, path string, n int, size int64) int {
+	refused := 0
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			continue
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "PUT %s HTTP/1.1\r\nHost: %s\r\nContent-Type: multipart/form-data; boundary=x\r\nAuthorization: Basic %s\r\nContent-Length: %d\r\n\r\n--x\r\n",
+			path, addr, basic(fmt.Sprintf("flood%02d", i)), size)
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				refused++
+			}
+			resp.Body.Close()
+		}
+	}
+	return refused
+}
 
 // deepDepths are the nesting depths of the hostile phase's deep bodies.
 var deepDepths = []int{10000, 100000}
