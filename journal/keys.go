@@ -22,7 +22,7 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultMaxKeys    = 1 << 16 // 65,536 keys: a few MiB
+	DefaultMaxKeys    = 1 << 14 // 16,384 keys: 2-4 MiB, minutes of writes at the highest rate measured
 	DefaultFilterBits = 1 << 23 // 1 MiB: about 2% false positives at a million keys
 	filterHashes      = 4
 )

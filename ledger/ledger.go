@@ -700,9 +700,29 @@ func (l *Ledger) Check() error {
 	}
 	jf.Close()
 	if l.unsettled.Load() {
-		return errors.New("an interrupted write is not settled yet: writes wait for it")
+		return l.settleForCheck()
 	}
 	return nil
+}
+
+// settleForCheck tries to settle a rollback left hot, for /readyz: a
+// probe must not wait for a writer that an unready server never gets. A
+// request that may still run at Fava is not a failure (writes wait for
+// it, reads go on); a rollback that cannot be settled is.
+func (l *Ledger) settleForCheck() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	release, err := l.lock.Lock(ctx)
+	if err != nil {
+		return nil // a writer holds the lock, and settles it first
+	}
+	defer release()
+	_, err = l.recoverHot(ctx)
+	var still *errStillRunning
+	if err == nil || errors.As(err, &still) {
+		return nil
+	}
+	return fmt.Errorf("an interrupted write could not be settled: %w", err)
 }
 
 // styleOf returns the last wire style seen from Fava (StyleUnknown,

@@ -109,3 +109,34 @@ func TestFullDiskWritesNothing(t *testing.T) {
 		t.Fatalf("with room again: status=%d; %s", resp.StatusCode, body)
 	}
 }
+
+// TestReadyWhileAWriteMayStillRun: a write Fava did not answer in time
+// leaves its rollback hot until the request can no longer be running;
+// meanwhile /readyz stays 200 (reads go on, and an unready server would
+// never get the writer that settles it), and once the deadline has passed
+// a probe settles it.
+func TestReadyWhileAWriteMayStillRun(t *testing.T) {
+	e := newAddEnv(t, favatest.Style130, "")
+	e.cfg.Timeouts.Upstream = 300 * time.Millisecond
+	e.front.hold = make(chan struct{})
+	t.Cleanup(func() { close(e.front.hold) })
+	e.start(t, Options{})
+	if resp, b := putEntries(t, e.url, "alice", "", entriesBody(txn("slow"))); resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("status=%d, want 504; %s", resp.StatusCode, b)
+	}
+	ready := func() int {
+		resp, _ := do(t, http.MethodGet, e.p.URL+"/readyz", "", nil)
+		return resp.StatusCode
+	}
+	if got := ready(); got != http.StatusOK {
+		t.Fatalf("/readyz while the write may still run: %d, want 200", got)
+	}
+	time.Sleep(400 * time.Millisecond) // past the deadline
+	if got := ready(); got != http.StatusOK {
+		t.Fatalf("/readyz after the deadline: %d, want 200", got)
+	}
+	rb := filepath.Join(e.cfg.Ledgers[0].StatePath(), "main.beancount.rollback", "manifest.json")
+	if _, err := os.Stat(rb); !os.IsNotExist(err) {
+		t.Fatalf("the rollback is still hot after a probe past its deadline: %v", err)
+	}
+}
