@@ -130,6 +130,9 @@ func (l *Ledger) current() (*beancount.Ledger, error) {
 	return l.index.Ledger(), nil
 }
 
+// maxFormParts bounds the parts of a multipart form favaproxy reads.
+const maxFormParts = 64
+
 // formValue returns the single value of a multipart form field of body.
 func formValue(contentType string, body []byte, name string) (string, error) {
 	mt, params, err := mime.ParseMediaType(contentType)
@@ -138,7 +141,10 @@ func formValue(contentType string, body []byte, name string) (string, error) {
 	}
 	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
 	var vals []string
-	for {
+	for parts := 0; ; parts++ {
+		if parts == maxFormParts {
+			return "", favaproxy.Errorf(favaproxy.EInvalid, "more than %d parts in the form", maxFormParts)
+		}
 		p, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
 			break
@@ -187,6 +193,10 @@ func inFolders(field, p, main string, folders []string) error {
 	if hasControl(p) {
 		return favaproxy.FieldErrorf(field, "holds a control character")
 	}
+	if len(p) > maxPath {
+		// resolvePath looks at every prefix of the path: bound the work.
+		return favaproxy.FieldErrorf(field, "longer than %d bytes", maxPath)
+	}
 	rp := resolvePath(absFrom(main, p))
 	for _, f := range folders {
 		if rel, err := filepath.Rel(f, rp); err == nil && rel != "." && rel != ".." &&
@@ -197,10 +207,14 @@ func inFolders(field, p, main string, folders []string) error {
 	return favaproxy.FieldErrorf(field, "not inside the ledger's documents folders")
 }
 
+// maxPath is the longest path a request may name (Linux's PATH_MAX): the
+// checks of a path do work for each of its prefixes.
+const maxPath = 4096
+
 // isLedgerFile reports whether name, an absolute path, is one of files once
 // symlinks are evaluated on both sides.
 func isLedgerFile(name string, files []string) bool {
-	if !filepath.IsAbs(name) {
+	if !filepath.IsAbs(name) || len(name) > maxPath {
 		return false
 	}
 	rn := resolvePath(filepath.Clean(name))

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/favaproxy/favaproxy/beancount"
 	"github.com/favaproxy/favaproxy/checksum"
@@ -189,5 +190,23 @@ func TestAddTargets(t *testing.T) {
 	want := strings.Join([]string{main, filepath.Join(dir, "food.beancount"), filepath.Join(dir, "opts.beancount"), filepath.Join(dir, "new", "entries.beancount")}, ",")
 	if got != want {
 		t.Fatalf("addTargets = %s\nwant %s", got, want)
+	}
+}
+
+// TestLongPathsRefusedCheaply pins a slow path check: every prefix of a
+// path was resolved, so a 32 KB document name cost over a second; a path
+// over maxPath bytes is now refused at once.
+func TestLongPathsRefusedCheaply(t *testing.T) {
+	long := "/" + strings.Repeat("a/", 16<<10)
+	t0 := time.Now()
+	err := inFolders("filename", long, "/ledger/main.beancount", []string{"/ledger/docs"})
+	if err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("inFolders(32 KB path) = %v, want a refusal of its length", err)
+	}
+	if isLedgerFile(long, []string{long}) {
+		t.Fatal("isLedgerFile took a 32 KB path")
+	}
+	if d := time.Since(t0); d > 100*time.Millisecond {
+		t.Fatalf("refusing a long path took %s", d)
 	}
 }
