@@ -119,6 +119,12 @@ func (g *guard) settle(ctx context.Context, resp *fava.Response, callErr error) 
 		g.commitNow()
 		return unsettled, nil
 	}
+	if callErr != nil && (fava.IsDialError(callErr) || !isCallError(callErr)) {
+		// Nothing reached Fava (it could not be reached, or the lock was
+		// lost before sending): nothing was written.
+		g.commitNow()
+		return nothing, nil
+	}
 	if favaproxy.ErrorCode(callErr) == favaproxy.ETimeout {
 		// Fava may still be running the request, and write long after:
 		// nothing is put back under it. The rollback stays hot until the

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,5 +139,24 @@ func TestReadyWhileAWriteMayStillRun(t *testing.T) {
 	rb := filepath.Join(e.cfg.Ledgers[0].StatePath(), "main.beancount.rollback", "manifest.json")
 	if _, err := os.Stat(rb); !os.IsNotExist(err) {
 		t.Fatalf("the rollback is still hot after a probe past its deadline: %v", err)
+	}
+}
+
+// TestUnreachableFavaAnsweredAtOnce: a write that never reached Fava (it
+// could not be connected to) wrote nothing; it is answered at once, not
+// after waiting durability.quiet for files that nobody writes.
+func TestUnreachableFavaAnsweredAtOnce(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	cfg := testConfig(t, down.URL)
+	cfg.Durability.Quiet = 5 * time.Second
+	p := startProxy(t, cfg, Options{})
+	t0 := time.Now()
+	resp, body := do(t, http.MethodPut, p.URL+"/"+testSlug+"/api/format_source", `{"source":""}`, http.Header{"Content-Type": {"application/json"}})
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status=%d, want 502; %s", resp.StatusCode, body)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("answered after %s, want at once", d)
 	}
 }
