@@ -23,8 +23,9 @@ type classifier struct {
 }
 
 // safeMethod reports whether Fava never changes a file for method (apart from
-// the mutating GETs listed in apiKinds). The server upper-cases methods
-// before they are classified (canonicalMethod), as Fava's server does.
+// the mutating GETs listed in apiKinds). Methods that are not upper-case
+// are refused before they are classified (upperMethod), as Fava's server
+// refuses them.
 func safeMethod(method string) bool {
 	return method == "GET" || method == "HEAD" || method == "OPTIONS"
 }

@@ -159,7 +159,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	}
 	s.e = s.newEcho()
 	s.srv = &http.Server{
-		Handler:           canonicalMethod(s.instrument(s.e)),
+		Handler:           s.instrument(upperMethod(s.e)),
 		ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
 		ReadTimeout:       cfg.Timeouts.Read,
 		IdleTimeout:       cfg.Timeouts.Idle,
@@ -223,14 +223,15 @@ func (s *Server) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// canonicalMethod upper-cases every request's method before anything
-// looks at it: Fava's server (werkzeug) upper-cases the method it is sent,
-// so "put" is executed as PUT and must be classified, checked and
-// serialized as one.
-func canonicalMethod(next http.Handler) http.Handler {
+// upperMethod refuses a request whose method is not upper-case with 400,
+// before anything looks at it, as Fava's server (cheroot) does: otherwise
+// "put" could be checked as something other than the PUT a server that
+// upper-cases methods (werkzeug's) would execute.
+func upperMethod(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if m := strings.ToUpper(r.Method); m != r.Method {
-			r.Method = m
+		if strings.ToUpper(r.Method) != r.Method {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the method must be upper-case, as Fava's server requires"})
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
