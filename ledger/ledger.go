@@ -98,6 +98,8 @@ type Ledger struct {
 	// rb is the rollback journal: pre-images of the files a write may
 	// change (rollback.go).
 	rb *rollbacks
+	// vcache remembers the ledger's version for reads (version.go).
+	vcache atomic.Pointer[versionCache]
 	// unsettled is set while a rollback is left hot (a request Fava did
 	// not answer in time, a rollback that failed, a crash found at open)
 	// until a writer settles it; /readyz reports it.

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/favaproxy/favaproxy/beancount"
 	"github.com/favaproxy/favaproxy/checksum"
+	"github.com/favaproxy/favaproxy/config"
 )
 
 func TestKept(t *testing.T) {
@@ -208,5 +210,43 @@ func TestLongPathsRefusedCheaply(t *testing.T) {
 	}
 	if d := time.Since(t0); d > 100*time.Millisecond {
 		t.Fatalf("refusing a long path took %s", d)
+	}
+}
+
+// TestVersionCacheSeesChanges: the version reads remember is computed
+// again when a file changes, even to the same size, by anyone.
+func TestVersionCacheSeesChanges(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "main.beancount")
+	old := time.Now().Add(-time.Hour)
+	write := func(text string, at time.Time) {
+		if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(f, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(rbLedger, old)
+	all := config.Default()
+	all.Ledgers = []config.Ledger{{File: f}}
+	l, err := Open(t.Context(), all, all.Ledgers[0], Options{APIBase: &url.URL{Scheme: "http", Host: "x", Path: "/l/api/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(t.Context())
+	v1, err := l.Version()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.vcache.Load() == nil {
+		t.Fatal("the version of files untouched for an hour was not remembered")
+	}
+	if v, _ := l.Version(); v != v1 {
+		t.Fatalf("unchanged ledger: version %s then %s", v1, v)
+	}
+	write(strings.Replace(rbLedger, "one", "two", 1), old.Add(time.Second)) // same size
+	if v, _ := l.Version(); v == v1 {
+		t.Fatal("a change of the same size kept the version")
 	}
 }

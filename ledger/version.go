@@ -4,8 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/fava"
@@ -120,11 +123,78 @@ func (s snapshot) version() string {
 }
 
 // Version returns the ledger's version now (an entity tag), for the ETag of
-// a read; the caller holds the ledger lock, shared or exclusive.
+// a read; the caller holds the ledger lock, shared or exclusive. Reads are
+// many: the version is remembered with the size, time and identity of
+// every file it was computed from, and computed again only when one of
+// them differs (a stat per file instead of a refresh of the index).
 func (l *Ledger) Version() (string, error) {
+	if c := l.vcache.Load(); c != nil && c.fresh() {
+		return c.version, nil
+	}
+	files := l.index.Ledger().Files
+	stamps := statAll(files)
 	s := l.snapshot()
-	return s.version(), s.err
+	if s.err != nil {
+		return s.version(), s.err
+	}
+	c := &versionCache{files: files, stamps: stamps, version: s.version()}
+	if slices.Equal(files, l.index.Ledger().Files) && !c.racy(time.Now()) {
+		l.vcache.Store(c)
+	}
+	return c.version, nil
 }
+
+// versionCache is a version and the files it was computed from.
+type versionCache struct {
+	files   []string
+	stamps  []fileStamp
+	version string
+}
+
+// fileStamp is what a stat tells of a file's content changing.
+type fileStamp struct {
+	size  int64
+	mtime int64
+	ino   uint64
+	ok    bool
+}
+
+func statAll(files []string) []fileStamp {
+	out := make([]fileStamp, len(files))
+	for i, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			continue
+		}
+		st := fileStamp{size: fi.Size(), mtime: fi.ModTime().UnixNano(), ok: true}
+		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+			st.ino = sys.Ino
+		}
+		out[i] = st
+	}
+	return out
+}
+
+// fresh reports whether no file changed since c was computed.
+func (c *versionCache) fresh() bool {
+	return slices.Equal(statAll(c.files), c.stamps)
+}
+
+// racy reports whether a file was modified so recently that another
+// change within the file system's time granularity could leave its stamp
+// as it is (as git's racy index entries): such a version is not kept.
+func (c *versionCache) racy(now time.Time) bool {
+	for _, st := range c.stamps {
+		if !st.ok || now.UnixNano()-st.mtime < int64(racyWindow) {
+			return true
+		}
+	}
+	return false
+}
+
+// racyWindow is more than the coarsest file time granularity of Linux file
+// systems' writes (a scheduler tick).
+const racyWindow = 50 * time.Millisecond
 
 // holds reports whether p holds for the ledger at version.
 func (p Precondition) holds(version string) bool {
