@@ -98,6 +98,9 @@ type Ledger struct {
 	// rb is the rollback journal: pre-images of the files a write may
 	// change (rollback.go).
 	rb *rollbacks
+	// rejectedAtOpen is how many lines Beancount would reject the ledger
+	// had when it was opened; Check reports more (a torn file).
+	rejectedAtOpen int
 	// vcache remembers the ledger's version for reads (version.go).
 	vcache atomic.Pointer[versionCache]
 	// unsettled is set while a rollback is left hot (a request Fava did
@@ -155,6 +158,7 @@ func Open(ctx context.Context, all config.Config, cfg config.Ledger, o Options) 
 		l.journal.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", cfg.File, err)
 	}
+	l.rejectedAtOpen = l.rejectedLines()
 	return l, nil
 }
 
@@ -702,9 +706,34 @@ func (l *Ledger) Check() error {
 	}
 	jf.Close()
 	if l.unsettled.Load() {
-		return l.settleForCheck()
+		if err := l.settleForCheck(); err != nil {
+			return err
+		}
+	}
+	if err := l.index.Refresh(); err != nil {
+		return fmt.Errorf("read ledger: %w", err)
+	}
+	if n := l.rejectedLines(); n > l.rejectedAtOpen {
+		// A file torn by a crash, a full disk or a writer that bypassed
+		// favaproxy: new writes would be appended to it.
+		return fmt.Errorf("the ledger has %d lines Beancount would reject, %d when favaproxy started", n, l.rejectedAtOpen)
 	}
 	return nil
+}
+
+// rejectedLines counts the blocks of the ledger's files, as of the last
+// refresh of the index, that start with a line Beancount would reject.
+func (l *Ledger) rejectedLines() int {
+	n := 0
+	for _, f := range l.index.Ledger().Files {
+		l.index.Any(f, func(b *beancount.Block) bool {
+			if b.Kind == beancount.KindUnknown {
+				n++
+			}
+			return false
+		})
+	}
+	return n
 }
 
 // settleForCheck tries to settle a rollback left hot, for /readyz: a

@@ -77,6 +77,11 @@ func TestHealth(t *testing.T) {
 		{"JournalUnwritable", func(t *testing.T, cfg *config.Config) Options {
 			return Options{}
 		}, "ledger:" + testSlug},
+		// A ledger torn after favaproxy started (a truncated line) must
+		// not be served and appended to as if it were whole.
+		{"LedgerTorn", func(t *testing.T, cfg *config.Config) Options {
+			return Options{}
+		}, "ledger:" + testSlug},
 		{"LockBroken", func(t *testing.T, cfg *config.Config) Options {
 			return Options{NewLocker: func(config.Ledger) (ledger.Locker, error) {
 				return checkedLocker{ledger.NewRWLock(), errors.New("lock file: permission denied")}, nil
@@ -93,6 +98,16 @@ func TestHealth(t *testing.T) {
 				if err := os.Remove(cfg.Ledgers[0].File); err != nil {
 					t.Fatal(err)
 				}
+			case "LedgerTorn":
+				f, err := os.OpenFile(cfg.Ledgers[0].File, os.O_APPEND|os.O_WRONLY, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.WriteString("\n2024-01-02 * \"cut\" \"sh")
+				f.Close()
+				f2, _ := os.OpenFile(cfg.Ledgers[0].File, os.O_APPEND|os.O_WRONLY, 0)
+				f2.WriteString("\n2024-0")
+				f2.Close()
 			case "JournalUnwritable":
 				state := cfg.Ledgers[0].StatePath()
 				if err := os.RemoveAll(state); err != nil {
