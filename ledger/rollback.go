@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -410,21 +411,11 @@ func kept(pre, cur []byte) bool {
 // waitQuiet waits until no file of m has changed for quiet (size, time
 // and identity unchanged), or ctx ends.
 func waitQuiet(ctx context.Context, m *manifest, quiet time.Duration) {
-	type stamp struct {
-		size int64
-		mod  time.Time
-		ok   bool
+	files := make([]string, len(m.Files))
+	for i, p := range m.Files {
+		files[i] = p.Real
 	}
-	look := func() []stamp {
-		out := make([]stamp, len(m.Files))
-		for i, p := range m.Files {
-			if fi, err := os.Stat(p.Real); err == nil {
-				out[i] = stamp{fi.Size(), fi.ModTime(), true}
-			}
-		}
-		return out
-	}
-	last, since := look(), time.Now()
+	last, since := statAll(files), time.Now()
 	tick := max(quiet/20, time.Millisecond)
 	for time.Since(since) < quiet {
 		select {
@@ -432,22 +423,10 @@ func waitQuiet(ctx context.Context, m *manifest, quiet time.Duration) {
 			return
 		case <-time.After(tick):
 		}
-		if now := look(); !equalStamps(now, last) {
+		if now := statAll(files); !slices.Equal(now, last) {
 			last, since = now, time.Now()
 		}
 	}
-}
-
-func equalStamps[T comparable](a, b []T) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // rawSum is the sha256 (hex) of b as it is on disk.
