@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -71,7 +72,7 @@ func TestSourceBodyReadAsFavaReadsIt(t *testing.T) {
 	// FILE_PATH is not file_path to Fava: the request names no file, and
 	// the audit must not name /etc/passwd.
 	text, sum := e.getSource(e.main)
-	body := `{"FILE_PATH":"/etc/passwd","file_path":"` + e.main + `","source":` + quoteJSON(text+"\n; ok\n") + `,"sha256sum":"` + sum + `"}`
+	body := `{"FILE_PATH":"/etc/passwd","file_path":"` + e.main + `","source":` + string(mustJSON(t, text+"\n; ok\n")) + `,"sha256sum":"` + sum + `"}`
 	resp, b := do(t, http.MethodPut, e.api("source", nil), body, http.Header{"Content-Type": {"application/json"}})
 	if resp.StatusCode != http.StatusOK || !strings.Contains(e.read(), "; ok") {
 		t.Fatalf("exact file_path beside FILE_PATH: status=%d %s", resp.StatusCode, b)
@@ -98,20 +99,11 @@ func TestQueriesFavaReadsDifferentlyRefused(t *testing.T) {
 	}
 }
 
-func quoteJSON(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch r {
-		case '"', '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case '\n':
-			b.WriteString(`\n`)
-		default:
-			b.WriteRune(r)
-		}
+func mustJSON(tb testing.TB, v any) []byte {
+	tb.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	b.WriteByte('"')
-	return b.String()
+	return b
 }
