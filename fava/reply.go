@@ -321,3 +321,14 @@ func PreconditionReply(style Style, msg, etag string) (int, []byte) {
 		Error string `json:"error"`
 	}{etag, msg})
 }
+
+// RefusalReply returns favaproxy's answer to a write it refused with
+// status: the keys Fava's error has in style ("error", and "success":
+// false in Style127) plus key, holding value.
+func RefusalReply(style Style, status int, msg, key string, value any) (int, []byte) {
+	body := map[string]any{"error": msg, key: value}
+	if style == Style127 {
+		body["success"] = false
+	}
+	return status, encode(body)
+}

@@ -63,7 +63,16 @@ const (
 	// OutcomeRelocated: a source_slice edit of an entry that had moved,
 	// which favaproxy found by its checksum and carried out itself.
 	OutcomeRelocated = "relocated"
+	// OutcomeRefused: a conditional write whose condition did not hold
+	// under the ledger lock (If-Match, a balance requirement); nothing was
+	// written. Like an ok record, it is the answer a retry of its key
+	// replays.
+	OutcomeRefused = "refused"
 )
+
+// isAnswer reports whether a record of outcome is the answer of its key:
+// the one Lookup returns, for retries to replay.
+func isAnswer(outcome string) bool { return outcome == OutcomeOK || outcome == OutcomeRefused }
 
 // FileChange is the checksum of a file before and after a write
 // (sha256 hex, as Fava computes it; "" for a file that did not exist).
@@ -186,7 +195,11 @@ func (j *Journal) AppendBatch(records []Record) error {
 	if len(records) == 0 {
 		return nil
 	}
-	var buf []byte
+	// Replies are kept as sent, < > & unescaped, so that a replay is
+	// the same bytes as the first answer.
+	var lines bytes.Buffer
+	enc := json.NewEncoder(&lines)
+	enc.SetEscapeHTML(false)
 	now := time.Now().UTC()
 	for _, r := range records {
 		if r.Time.IsZero() {
@@ -195,12 +208,11 @@ func (j *Journal) AppendBatch(records []Record) error {
 		if len(r.Reply) > 0 && !json.Valid(r.Reply) {
 			return errors.New("append journal record: reply is not valid JSON")
 		}
-		line, err := json.Marshal(r)
-		if err != nil {
+		if err := enc.Encode(r); err != nil { // one line, newline included
 			return fmt.Errorf("append journal record: %w", err)
 		}
-		buf = append(append(buf, line...), '\n')
 	}
+	buf := lines.Bytes()
 
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -264,13 +276,14 @@ func (j *Journal) reopenIfReplaced() (os.FileInfo, error) {
 	return fi, nil
 }
 
-// Lookup returns the first record with Outcome "ok" for the idempotency
-// key: the write that key did, whose reply is the one to replay. Records
-// of other outcomes (errors, replays) are not returned; see Latest. It
+// Lookup returns the first record with Outcome "ok" or "refused" for the
+// idempotency key: the write that key did, or the conditional write it
+// refused, whose reply is the one to replay. Records of other outcomes
+// (errors, replays) are not returned; see Latest. It
 // reads the lines appended since the last call, by this or any other
 // process.
 func (j *Journal) Lookup(key string) (Record, bool, error) {
-	return j.find(key, func(s *keyState) span { return s.firstOK })
+	return j.find(key, func(s *keyState) span { return s.answer })
 }
 
 // Latest returns the latest record of any outcome for the key.

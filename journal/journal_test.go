@@ -480,3 +480,33 @@ func TestAppendBatchOneSync(t *testing.T) {
 		t.Fatal("a record of a refused batch was written")
 	}
 }
+
+// TestLookupRefused: the refusal of a conditional write is its key's
+// answer, as an ok record is, whether the key is in the index or was
+// evicted from it and is found by a scan of the file.
+func TestLookupRefused(t *testing.T) {
+	dir := t.TempDir()
+	j, err := journal.OpenWith(dir, "main.beancount", journal.Options{MaxKeys: 1, FilterBits: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	recs := []journal.Record{
+		{User: "ann", Key: "k1", Outcome: journal.OutcomeError, Status: 503},
+		{User: "ann", Key: "k1", Outcome: journal.OutcomeRefused, Status: 409, Reply: json.RawMessage(`{"error":"no"}`)},
+		{User: "ann", Key: "k1", Outcome: journal.OutcomeOK, Status: 200, Reply: json.RawMessage(`{"data":"x"}`)},
+		{User: "ann", Key: "k2", Outcome: journal.OutcomeRefused, Status: 412, Reply: json.RawMessage(`{"error":"v"}`)},
+	}
+	for _, r := range recs {
+		if err := j.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// k1 was evicted by k2 (one key kept): found by a scan.
+	for key, status := range map[string]int{"k1": 409, "k2": 412} {
+		r, ok, err := j.Lookup(key)
+		if err != nil || !ok || r.Outcome != journal.OutcomeRefused || r.Status != status {
+			t.Errorf("Lookup(%s)=%+v, %v, %v; want the refused record (%d)", key, r, ok, err, status)
+		}
+	}
+}

@@ -43,10 +43,10 @@ type span struct {
 	n   int32
 }
 
-// keyState is where a key's records are: its first ok record (n == 0 for
-// none) and its latest record.
+// keyState is where a key's records are: its first answer record (ok or
+// refused; n == 0 for none) and its latest record.
 type keyState struct {
-	firstOK, latest span
+	answer, latest span
 }
 
 // keyIndex maps keys to where their records are, bounded.
@@ -82,8 +82,8 @@ func (x *keyIndex) note(key, outcome string, sp span) {
 		x.put(key, s)
 	}
 	s.latest = sp
-	if s.firstOK.n == 0 && outcome == OutcomeOK {
-		s.firstOK = sp
+	if s.answer.n == 0 && isAnswer(outcome) {
+		s.answer = sp
 	}
 }
 
@@ -144,8 +144,8 @@ func scanKey(r io.ReaderAt, size int64, key string) (*keyState, error) {
 			s = &keyState{}
 		}
 		s.latest = sp
-		if s.firstOK.n == 0 && rec.Outcome == OutcomeOK {
-			s.firstOK = sp
+		if s.answer.n == 0 && isAnswer(rec.Outcome) {
+			s.answer = sp
 		}
 	}
 }

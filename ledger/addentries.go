@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/big"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -45,6 +46,9 @@ type addRequest struct {
 	fingerprint string
 	// entries are the entries to send, with the key added.
 	entries []json.RawMessage
+	// deltas are, for each of the request's balance requirements, the
+	// units the entries move into its account.
+	deltas []*big.Rat
 }
 
 // prepareAdd checks an add_entries write before it waits for any lock: it
@@ -53,19 +57,30 @@ type addRequest struct {
 // Other writes pass untouched.
 func (l *Ledger) prepareAdd(req *Request) (done func(), err error) {
 	if req.Kind != favaproxy.KindAddEntries || req.Method != http.MethodPut {
+		if req.Require != nil {
+			return nil, favaproxy.FieldErrorf(RequireHeader, "balance requirements apply to add_entries only")
+		}
 		return func() {}, nil
 	}
 	parsed, err := fava.ParseAddEntries(req.Body)
 	if err != nil {
 		return nil, err
 	}
-	if err := parsed.Validate(fava.Rules{Roots: ledgerRoots(l.index.Ledger().Options)}); err != nil {
+	opts := l.index.Ledger().Options
+	roots := ledgerRoots(opts)
+	if err := parsed.Validate(fava.Rules{Roots: roots}); err != nil {
 		return nil, err
 	}
 	ar := &addRequest{
 		req:         req,
 		fingerprint: fava.Fingerprint(addEntriesRoute, l.slug, parsed.Entries),
 		entries:     parsed.Entries,
+	}
+	if req.Require != nil {
+		_, tolerance := opts["inferred_tolerance_default"]
+		if ar.deltas, err = requirementDeltas(req.Require, parsed.Typed, roots, tolerance); err != nil {
+			return nil, err
+		}
 	}
 	done = func() {}
 	if req.IdempotencyKey != "" {
@@ -158,16 +173,28 @@ func (l *Ledger) writeAdds(ctx context.Context, items []*addRequest, before snap
 		}
 	}
 	// A conditional request (batched alone) is written only if the ledger
-	// is still at the version it names; a replay above came first.
+	// is still at the version it names and its balance requirements hold;
+	// a replay above came first.
 	kept := todo[:0]
 	for _, i := range todo {
 		ar := items[i]
 		if p := ar.req.Precondition; p.Set() && (before.err != nil || !p.holds(before.version())) {
 			v := before.version()
 			res[i] = l.preconditionFailed(v)
-			l.appendAddRecords([]*addRequest{ar}, []journal.Record{{Outcome: journal.OutcomeError,
-				Status: res[i].Status, Files: before.changes(before, ""), Note: "precondition failed: ledger at " + v}})
+			l.appendAddRecords([]*addRequest{ar}, []journal.Record{refusedRecord(res[i], before, "precondition failed: ledger at "+v)})
 			continue
+		}
+		if ar.req.Require != nil {
+			res[i], errs[i] = l.checkRequirements(ctx, ar)
+			if errs[i] != nil {
+				l.appendAddRecords([]*addRequest{ar}, []journal.Record{{Outcome: journal.OutcomeError,
+					Status: favaproxy.HTTPStatus(errs[i]), Files: before.changes(before, ""), Note: "balance requirements: " + errs[i].Error()}})
+				continue
+			}
+			if res[i] != nil {
+				l.appendAddRecords([]*addRequest{ar}, []journal.Record{refusedRecord(res[i], before, "balance requirement failed")})
+				continue
+			}
 		}
 		kept = append(kept, i)
 	}
@@ -582,7 +609,9 @@ func (l *Ledger) appendAddRecords(ars []*addRequest, recs []journal.Record) {
 		r.Kind = string(favaproxy.KindAddEntries)
 		r.Key = ar.key
 		r.Fingerprint = ar.fingerprint
-		r.Entries = len(ar.entries)
+		if r.Outcome != journal.OutcomeRefused { // a refusal sent nothing
+			r.Entries = len(ar.entries)
+		}
 	}
 	if err := l.journal.AppendBatch(recs); err != nil {
 		for _, ar := range ars {

@@ -149,7 +149,7 @@ func Open(ctx context.Context, all config.Config, cfg config.Ledger, o Options) 
 		lock:     func(ctx context.Context) (func(), error) { return l.lockExclusive(ctx) },
 		exec:     l.execAdds,
 		maxItems: batchMaxItems(all.Batch),
-		solo:     func(ar *addRequest) bool { return ar.req.Precondition.Set() },
+		solo:     func(ar *addRequest) bool { return ar.req.Precondition.Set() || ar.req.Require != nil },
 		maxBytes: all.Batch.MaxBytes,
 		gather:   batchGather(all.Batch),
 	}
@@ -294,6 +294,9 @@ type Request struct {
 	// Precondition is what the write's If-Match / If-None-Match ask of
 	// the ledger's version (version.go).
 	Precondition Precondition
+	// Require are the balance requirements of an add_entries write
+	// (require.go), nil for none.
+	Require []Requirement
 
 	// Stats are filled in by Write, for the write's log line.
 	Stats Stats
@@ -329,6 +332,10 @@ type Response struct {
 	Status int
 	Header http.Header
 	Body   []byte
+	// Refused names the condition of a conditional write that did not
+	// hold under the ledger lock ("precondition_failed" for If-Match,
+	// "requirement_failed" for a balance requirement), "" otherwise.
+	Refused string
 }
 
 // A handler carries out one kind of write. It is called with the user's

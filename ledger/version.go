@@ -218,7 +218,7 @@ func (l *Ledger) preconditionFailed(version string) *Response {
 	status, body := fava.PreconditionReply(l.styleOf(), "the ledger changed: it is no longer at the version the request names (If-Match)", version)
 	h := jsonHeader()
 	h.Set("ETag", version)
-	return &Response{Status: status, Header: h, Body: body}
+	return &Response{Status: status, Header: h, Body: body, Refused: "precondition_failed"}
 }
 
 // checkPrecondition checks req's precondition against the ledger as its

@@ -96,8 +96,10 @@ func (m *metrics) countUpstreamError(err error, status int) {
 }
 
 // writeOutcome is the outcome field of a write's log line: "ok" when Fava
-// accepted it, "fava_error" when Fava answered an error, else the code of
-// favaproxy's refusal or failure ("invalid", "unavailable", "client_closed"…).
+// accepted it, "fava_error" when Fava answered an error, the condition that
+// did not hold for a refused conditional write ("precondition_failed",
+// "requirement_failed"), else the code of favaproxy's refusal or failure
+// ("invalid", "unavailable", "client_closed"…).
 func writeOutcome(resp *ledger.Response, err error) string {
 	switch {
 	case err != nil:
@@ -106,6 +108,8 @@ func writeOutcome(resp *ledger.Response, err error) string {
 		return favaproxy.EInternal
 	case resp.Status < 400:
 		return "ok"
+	case resp.Refused != "":
+		return resp.Refused
 	default:
 		return "fava_error"
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/auth"
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/internal/favatest"
@@ -189,6 +190,25 @@ func TestMetricsLockTimesOfAddEntries(t *testing.T) {
 		labels := []string{"ledger=" + testSlug, "mode=exclusive"}
 		if got, want := sample(after, name, labels...)-sample(before, name, labels...), 2.0; got != want {
 			t.Errorf("%s{mode=exclusive} moved by %v, want %v", name, got, want)
+		}
+	}
+}
+
+// TestWriteOutcome pins the outcome field of a write's log line.
+func TestWriteOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		resp *ledger.Response
+		err  error
+		want string
+	}{
+		{&ledger.Response{Status: 200}, nil, "ok"},
+		{&ledger.Response{Status: 500}, nil, "fava_error"},
+		{&ledger.Response{Status: 409, Refused: "requirement_failed"}, nil, "requirement_failed"},
+		{&ledger.Response{Status: 412, Refused: "precondition_failed"}, nil, "precondition_failed"},
+		{nil, favaproxy.Errorf(favaproxy.EInvalid, "x"), "invalid"},
+	} {
+		if got := writeOutcome(tc.resp, tc.err); got != tc.want {
+			t.Errorf("writeOutcome(%+v, %v) = %q, want %q", tc.resp, tc.err, got, tc.want)
 		}
 	}
 }

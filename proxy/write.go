@@ -83,8 +83,13 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, info *reqInf
 		s.refuse(w, r, info, slug, kind, err)
 		return
 	}
+	require, err := ledger.ParseRequirements(r.Header)
+	if err != nil {
+		s.refuse(w, r, info, slug, kind, err)
+		return
+	}
 	req := s.newWriteRequest(r, info, kind, body)
-	req.Precondition = pre
+	req.Precondition, req.Require = pre, require
 	s.inflight.Add(1)
 	resp, err := l.Write(r.Context(), req)
 	s.inflight.Done()
@@ -142,6 +147,7 @@ func (s *Server) newWriteRequest(r *http.Request, info *reqInfo, kind favaproxy.
 	// Preconditions are favaproxy's to evaluate, against the ledger.
 	h.Del("If-Match")
 	h.Del("If-None-Match")
+	h.Del(ledger.RequireHeader)
 	setForwarded(h, r, info.trusted)
 	s.id.setIdentity(h, info.user)
 	h.Set("X-Request-ID", info.requestID)

@@ -67,6 +67,11 @@ func (s *Server) endpoints() map[string]map[string]endpoint {
 	add("move", endpoint{s.style.moveMethod, p("account", "new_name", "filename"), apiMove})
 	add("document", endpoint{http.MethodDelete, p("filename"), apiDeleteDocument})
 	add("format_source", endpoint{http.MethodPut, p("source"), apiFormatSource})
+	if s.style.name == Style127 {
+		add("query_result", endpoint{http.MethodGet, p("query_string"), apiQueryResult})
+	} else {
+		add("query", endpoint{http.MethodGet, p("query_string"), apiQuery})
+	}
 	return api
 }
 

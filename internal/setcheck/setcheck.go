@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -401,4 +402,36 @@ func headerLinks(line string) map[string]bool {
 // isLinkChar matches the ASCII characters Beancount allows in a link.
 func isLinkChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '/' || c == '.' || c >= 0x80
+}
+
+// BeanQueryBalances asks bean-query for the units each account holds per
+// currency: account → currency → number, over every entry of the ledger.
+// bean-query writes numbers at the precision the ledger uses for their
+// currency, so the ledger's numbers should not have more places than that.
+func BeanQueryBalances(ledgerMain string) (map[string]map[string]*big.Rat, error) {
+	out, err := run("bean-query", "-q", "-f", "csv", ledgerMain,
+		"SELECT account, currency, sum(number) GROUP BY account, currency")
+	if err != nil {
+		return nil, fmt.Errorf("bean-query: %w\n%s", err, truncate(out, 2000))
+	}
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("bean-query output: %w", err)
+	}
+	bal := map[string]map[string]*big.Rat{}
+	for i, row := range rows {
+		if i == 0 || len(row) != 3 {
+			continue
+		}
+		account, currency := strings.TrimSpace(row[0]), strings.TrimSpace(row[1])
+		n, ok := new(big.Rat).SetString(strings.ReplaceAll(strings.TrimSpace(row[2]), ",", ""))
+		if !ok {
+			return nil, fmt.Errorf("bean-query output: %q is not a number", row[2])
+		}
+		if bal[account] == nil {
+			bal[account] = map[string]*big.Rat{}
+		}
+		bal[account][currency] = n
+	}
+	return bal, nil
 }
