@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/favaproxy/favaproxy/internal/favatest"
+	"github.com/favaproxy/favaproxy/ledger"
 )
 
 // BenchmarkAddEntriesGroupCommit is 16 writers sending add_entries (one
@@ -49,4 +50,38 @@ func BenchmarkAddEntriesGroupCommit(b *testing.B) {
 		})
 	}
 	wg.Wait()
+}
+
+// BenchmarkConditionalWrite is one writer sending add_entries one after
+// another to favaproxy in front of the emulator on a 1,000-transaction
+// ledger: plain, with If-Match (the ETag of the previous answer), and with
+// a balance requirement (one reload check and one balance query of Fava
+// per write). Compare the sub-benchmarks of one run.
+func BenchmarkConditionalWrite(b *testing.B) {
+	var extra strings.Builder
+	extra.WriteString(walletLedger)
+	for i := range 1000 {
+		fmt.Fprintf(&extra, "\n2024-02-01 * \"Shop\" \"txn %d\"\n  Expenses:Food  1.00 USD\n  Assets:Bank\n", i)
+	}
+	for _, mode := range []string{"plain", "if-match", "require"} {
+		b.Run(mode, func(b *testing.B) {
+			e := newAddEnv(b, favatest.Style130, extra.String())
+			e.start(b, Options{Logger: discardLogger()})
+			etag := "*"
+			for i := 0; b.Loop(); i++ {
+				h := http.Header{"Content-Type": {"application/json"}}
+				switch mode {
+				case "if-match":
+					h.Set("If-Match", etag)
+				case "require":
+					h.Set(ledger.RequireHeader, "Assets:Wallet >= -1000000000 USD")
+				}
+				resp, body := do(b, http.MethodPut, e.url, entriesBody(withdrawal(fmt.Sprintf("w%d", i))), h)
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d: %s", resp.StatusCode, body)
+				}
+				etag = resp.Header.Get("ETag")
+			}
+		})
+	}
 }
