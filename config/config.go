@@ -47,6 +47,7 @@ type Config struct {
 	Idempotency Idempotency `mapstructure:"idempotency"`
 	Merge       Merge       `mapstructure:"merge"`
 	Durability  Durability  `mapstructure:"durability"`
+	Lock        Lock        `mapstructure:"lock"`
 	Auth        Auth        `mapstructure:"auth"`
 	Log         Log         `mapstructure:"log"`
 	Metrics     Metrics     `mapstructure:"metrics"`
@@ -64,6 +65,14 @@ type Ledger struct {
 	LockFile string `mapstructure:"lock_file"`
 	// StateDir holds the ledger's journal. Empty means <dir>/.favaproxy.
 	StateDir string `mapstructure:"state_dir"`
+	// LockKey names the ledger's lock on etcd, under lock.etcd.prefix; it
+	// must be the same on every host. Empty means the ledger file's base
+	// name.
+	LockKey string `mapstructure:"lock_key"`
+	// FenceFile holds the fencing token of the latest holder of the
+	// ledger's lock on etcd. Empty means <dir>/.<file name>.favaproxy.fence
+	// beside the ledger.
+	FenceFile string `mapstructure:"fence_file"`
 	// AccountsFile is where add_account inserts open directives. Empty
 	// means the main file.
 	AccountsFile string `mapstructure:"accounts_file"`
@@ -202,6 +211,49 @@ type Log struct {
 	Format string `mapstructure:"format"`
 }
 
+// The lock backends (Lock.Backend).
+const (
+	BackendFlock = "flock"
+	BackendEtcd  = "etcd"
+	BackendNone  = "none"
+)
+
+// Lock is how a ledger's lock spans processes and hosts.
+type Lock struct {
+	// Backend is flock (default: a lock file beside the ledger, for every
+	// process on one host), etcd (several hosts, for example replicas on
+	// shared storage) or none (this process only: unsafe when any other
+	// process writes the ledger).
+	Backend string `mapstructure:"backend"`
+	// Etcd configures the etcd backend.
+	Etcd LockEtcd `mapstructure:"etcd"`
+}
+
+// LockEtcd is the etcd cluster that holds the ledger locks.
+type LockEtcd struct {
+	// Endpoints are the cluster's client URLs. Default
+	// http://127.0.0.1:2379.
+	Endpoints []string `mapstructure:"endpoints"`
+	// Prefix starts every lock key: <prefix>/<ledger lock_key>. Default
+	// /favaproxy/locks.
+	Prefix string `mapstructure:"prefix"`
+	// TTL is the lease of a holder: a holder that stops renewing it (dead,
+	// paused, cut off from etcd) loses the lock after at most TTL. Default
+	// 10s; below lock_timeout, so that writers outwait a dead holder.
+	TTL time.Duration `mapstructure:"ttl"`
+	// DialTimeout bounds connecting to etcd. Default 5s.
+	DialTimeout time.Duration `mapstructure:"dial_timeout"`
+	// Username and Password authenticate to etcd (role-based access).
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password"`
+	// CAFile, CertFile and KeyFile configure TLS: the CA that signs the
+	// servers' certificates, and a client certificate and key. With
+	// https endpoints and no CAFile, the system's roots are used.
+	CAFile   string `mapstructure:"ca_file"`
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
 	// Disabled turns /metrics off.
@@ -238,7 +290,11 @@ func Default() Config {
 		Idempotency: Idempotency{Header: "Idempotency-Key", Prefix: "idem-", MetaKey: "idempotency-key"},
 		Merge:       Merge{CacheBytes: 64 << 20},
 		Durability:  Durability{Quiet: time.Second},
-		Log:         Log{Level: "info", Format: "text"},
+		Lock: Lock{Backend: BackendFlock, Etcd: LockEtcd{
+			Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "/favaproxy/locks",
+			TTL: 10 * time.Second, DialTimeout: 5 * time.Second,
+		}},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -257,6 +313,25 @@ func (l Ledger) LockPath() string {
 		return l.LockFile
 	}
 	return DefaultLockFile(l.File)
+}
+
+// LockName returns the ledger's lock key on etcd: LockKey, or the ledger
+// file's base name.
+func (l Ledger) LockName() string {
+	if l.LockKey != "" {
+		return l.LockKey
+	}
+	return filepath.Base(filepath.Clean(l.File))
+}
+
+// FencePath returns the ledger's fence file: FenceFile, or
+// <dir>/.<file name>.favaproxy.fence beside the ledger.
+func (l Ledger) FencePath() string {
+	if l.FenceFile != "" {
+		return l.FenceFile
+	}
+	dir, name := filepath.Split(filepath.Clean(l.File))
+	return filepath.Join(dir, "."+name+".favaproxy.fence")
 }
 
 // DefaultLockFile returns <dir>/.<file name>.favaproxy.lock for a ledger file.
@@ -405,6 +480,39 @@ func (c *Config) Validate() error {
 	}
 	if msg := fava.CheckMetaKey(c.Idempotency.MetaKey); msg != "" {
 		add("idempotency.meta_key: %s", msg)
+	}
+	switch c.Lock.Backend {
+	case BackendFlock, BackendNone:
+	case BackendEtcd:
+		if len(c.Lock.Etcd.Endpoints) == 0 {
+			add("lock.etcd.endpoints: required for lock.backend etcd")
+		}
+		for _, e := range c.Lock.Etcd.Endpoints {
+			if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add("lock.etcd.endpoints: %q is not an http(s) URL", e)
+			}
+		}
+		if !strings.HasPrefix(c.Lock.Etcd.Prefix, "/") {
+			add("lock.etcd.prefix: %q must start with /", c.Lock.Etcd.Prefix)
+		}
+		if c.Lock.Etcd.TTL < time.Second {
+			add("lock.etcd.ttl: must be at least 1s, got %s", c.Lock.Etcd.TTL)
+		} else if c.Lock.Etcd.TTL >= c.LockTimeout {
+			add("lock.etcd.ttl (%s) must stay below lock_timeout (%s), so that writers outwait a dead holder", c.Lock.Etcd.TTL, c.LockTimeout)
+		}
+		positive("lock.etcd.dial_timeout", c.Lock.Etcd.DialTimeout)
+		if (c.Lock.Etcd.CertFile == "") != (c.Lock.Etcd.KeyFile == "") {
+			add("lock.etcd.cert_file and lock.etcd.key_file: give both or neither")
+		}
+		keys := map[string]int{}
+		for i, l := range c.Ledgers {
+			if j, dup := keys[l.LockName()]; dup {
+				add("ledgers[%d] and ledgers[%d] have the same lock key %q: set lock_key", j, i, l.LockName())
+			}
+			keys[l.LockName()] = i
+		}
+	default:
+		add("lock.backend: %q is not flock, etcd or none", c.Lock.Backend)
 	}
 	switch c.Auth.Mode {
 	case "":

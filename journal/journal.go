@@ -101,6 +101,9 @@ type Record struct {
 	Files []FileChange    `json:"files,omitempty"`
 	Batch int             `json:"batch,omitempty"` // requests written together in one upstream call
 	Note  string          `json:"note,omitempty"`
+	// Fence is the fencing token of the ledger lock's hold the record was
+	// appended under (a lock on etcd; 0 for a lock file).
+	Fence int64 `json:"fence,omitempty"`
 }
 
 // ErrClosed is returned by a closed Journal.

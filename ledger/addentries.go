@@ -609,6 +609,7 @@ func (l *Ledger) appendAddRecords(ars []*addRequest, recs []journal.Record) {
 		r.Kind = string(favaproxy.KindAddEntries)
 		r.Key = ar.key
 		r.Fingerprint = ar.fingerprint
+		r.Fence = l.fenceToken()
 		if r.Outcome != journal.OutcomeRefused { // a refusal sent nothing
 			r.Entries = len(ar.entries)
 		}

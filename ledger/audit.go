@@ -93,8 +93,8 @@ type auditState struct {
 }
 
 // auditLocked takes the snapshot of req's ledger right after its lock was
-// taken, and returns release wrapped so that it takes one again just
-// before the lock is released. add_entries batches keep their own records.
+// taken (auditWrite takes the one after, before the lock is released) and
+// returns release. add_entries batches keep their own records.
 func (l *Ledger) auditLocked(req *Request, release func()) func() {
 	if req.add != nil {
 		return release
@@ -104,11 +104,7 @@ func (l *Ledger) auditLocked(req *Request, release func()) func() {
 	}
 	before := l.snapshot()
 	req.audit.before, req.audit.after = &before, nil
-	return func() {
-		after := l.snapshot()
-		req.audit.after = &after
-		release()
-	}
+	return release
 }
 
 // touches tells the audit trail which file req was about.
@@ -120,7 +116,8 @@ func (req *Request) touches(file string) {
 }
 
 // auditWrite appends the record of req, answered with resp or err, to the
-// journal. A write that never held the ledger lock, and add_entries writes
+// journal, with the files as they are now; the caller holds the ledger
+// lock. A write that never held the ledger lock, and add_entries writes
 // (which record themselves), are skipped. A failed append is logged at
 // error level and does not change the answer.
 func (l *Ledger) auditWrite(req *Request, resp *Response, err error) {
@@ -128,10 +125,9 @@ func (l *Ledger) auditWrite(req *Request, resp *Response, err error) {
 	if req.add != nil || a == nil || a.before == nil {
 		return
 	}
+	now := l.snapshot()
+	a.after = &now
 	after := a.after
-	if after == nil {
-		after = a.before
-	}
 	rec := journal.Record{
 		RequestID: req.RequestID,
 		User:      string(req.User),
@@ -140,6 +136,7 @@ func (l *Ledger) auditWrite(req *Request, resp *Response, err error) {
 		Kind:      string(req.Kind),
 		Files:     a.before.changes(*after, a.about),
 		Batch:     req.Stats.Batch,
+		Fence:     l.fenceToken(),
 	}
 	rec.Outcome, rec.Status, rec.Note = auditOutcome(resp, err)
 	if jerr := l.journal.Append(rec); jerr != nil {

@@ -56,8 +56,8 @@ func rollbackDir(state, ledgerFile string) string {
 // the write to be complete, where it is known. It fails when the
 // pre-images cannot be written (a full disk): then nothing is sent.
 func (l *Ledger) begin(m *manifest, reqs []*Request, files []string, expect map[string]string) (*guard, error) {
-	if l.lost() {
-		return nil, errLockLost()
+	if err := l.verifyHold(context.Background()); err != nil {
+		return nil, err
 	}
 	if l.all.Durability.Disabled {
 		return &guard{l: l}, nil
@@ -169,6 +169,14 @@ func (g *guard) durable() (settled, error) {
 // commits the rollback: nothing was written. why goes to the log.
 func (g *guard) rollBack(why string) (settled, error) {
 	l := g.l
+	if err := l.verifyHold(context.Background()); err != nil {
+		// Another holder may be writing the files now: nothing is put
+		// back under it. The rollback stays hot; the next holder settles
+		// it (recoverHot), keeping a complete write.
+		l.unsettled.Store(true)
+		return unsettled, fmt.Errorf("%w: %w", favaproxy.Errorf(favaproxy.EUnavailable,
+			"the ledger lock was lost while the write was in progress; the next writer keeps it if it is complete or puts the files back; retry later (with the same Idempotency-Key to learn its outcome)"), err)
+	}
 	restored, err := l.rb.restore(g.m)
 	if err != nil {
 		l.unsettled.Store(true)
@@ -213,6 +221,7 @@ func (l *Ledger) recordRecovery(m *manifest, note string, files []string) {
 	for _, f := range files {
 		rec.Files = append(rec.Files, journal.FileChange{Path: f})
 	}
+	rec.Fence = l.fenceToken()
 	if err := l.journal.Append(rec); err != nil {
 		l.log.Error("journal append failed", "ledger", l.slug, "err", err.Error())
 	}
@@ -232,7 +241,7 @@ func (l *Ledger) recordKeptKeys(m *manifest) {
 			Kind: string(favaproxy.KindAddEntries), Key: k.Key, Fingerprint: k.Fingerprint, Entries: k.Entries,
 			Outcome: journal.OutcomeOK, Status: http.StatusOK,
 			Reply: fava.SuccessBody(l.styleOf(), fava.StoredMessage(k.Entries), l.mtime()),
-			Note:  "kept after an interrupted write",
+			Note:  "kept after an interrupted write", Fence: l.fenceToken(),
 		})
 	}
 	if err := l.journal.AppendBatch(recs); err != nil {
@@ -311,6 +320,9 @@ func (l *Ledger) recoverHot(ctx context.Context) (Recovery, error) {
 		l.recordRecovery(m, "interrupted write kept: complete", nil)
 		l.recordKeptKeys(m)
 	} else {
+		if err := l.verifyHold(ctx); err != nil {
+			return rec, fmt.Errorf("recover: %w", err)
+		}
 		restored, err := l.rb.restore(m)
 		if err != nil {
 			return rec, fmt.Errorf("recover: %w", err)

@@ -390,7 +390,6 @@ func (l *Ledger) Write(ctx context.Context, req *Request) (*Response, error) {
 	}
 	defer done()
 	resp, err := l.run(ctx, req)
-	l.auditWrite(req, resp, err)
 	if a := req.audit; resp != nil && resp.Status < 300 && a != nil && a.after != nil && a.after.err == nil {
 		// The version the write left, read under the lock.
 		resp.Header.Set("ETag", a.after.version())
@@ -530,6 +529,35 @@ func (l *Ledger) lost() bool {
 	}
 }
 
+// verifyHold reports, as errLockLost, a ledger lock this process no longer
+// holds: a lost lease, or a Verifier that cannot confirm the hold. It is
+// called immediately before every request to Fava and every file put back.
+func (l *Ledger) verifyHold(ctx context.Context) error {
+	if l.lost() {
+		return errLockLost()
+	}
+	v, ok := l.lock.(Verifier)
+	if !ok {
+		return nil
+	}
+	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.all.Timeouts.Dial)
+	defer cancel()
+	if err := v.Verify(vctx); err != nil {
+		l.log.Error("the ledger lock is no longer held; nothing more is written under it", "ledger", l.slug, "err", err.Error())
+		return fmt.Errorf("%w: %w", errLockLost(), err)
+	}
+	return nil
+}
+
+// fenceToken is the fencing token of the exclusive hold this process has,
+// 0 for a lock without tokens.
+func (l *Ledger) fenceToken() int64 {
+	if f, ok := l.lock.(Fencer); ok {
+		return f.Token()
+	}
+	return 0
+}
+
 // errLockLost is the answer to a write whose lock was lost before it was
 // sent to Fava.
 func errLockLost() error {
@@ -548,12 +576,14 @@ func (l *Ledger) underLock(fn handler) handler {
 			return nil, err
 		}
 		defer release()
-		if resp := l.checkPrecondition(req); resp != nil {
-			return resp, nil
+		resp, err := l.checkPrecondition(req), error(nil)
+		if resp == nil {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.all.Timeouts.Upstream)
+			resp, err = fn(fctx, req)
+			cancel()
 		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.all.Timeouts.Upstream)
-		defer cancel()
-		return fn(fctx, req)
+		l.auditWrite(req, resp, err) // under the lock: one journal writer at a time
+		return resp, err
 	}
 }
 
@@ -633,8 +663,8 @@ func nothingWritten(err error) error {
 // when the body is favaproxy's own. It refuses to send once the ledger
 // lock was lost. The answer's style is remembered.
 func (l *Ledger) send(ctx context.Context, req *Request, method string, u *url.URL, body []byte) (*fava.Response, error) {
-	if l.lost() {
-		return nil, errLockLost()
+	if err := l.verifyHold(ctx); err != nil {
+		return nil, err
 	}
 	h := req.Header.Clone()
 	if method != req.Method || u != req.URL || string(body) != string(req.Body) {

@@ -95,6 +95,7 @@ func (l *Ledger) withRetries(ctx context.Context, req *Request, attempt lockedAt
 			return nil, err
 		}
 		if resp := l.checkPrecondition(req); resp != nil {
+			l.auditWrite(req, resp, nil)
 			release()
 			return resp, nil
 		}
@@ -105,23 +106,47 @@ func (l *Ledger) withRetries(ctx context.Context, req *Request, attempt lockedAt
 		}
 		res := attempt(fctx, req)
 		cancel()
-		release()
-		if !res.retry {
-			return l.countConflict(res)
+		d := backoff.Stop
+		if res.retry {
+			d = b.NextBackOff()
 		}
-		d := b.NextBackOff()
 		if d == backoff.Stop {
-			return l.countConflict(res)
+			// The final answer: recorded under the lock (one journal
+			// writer at a time, whatever the lock spans).
+			resp, err := l.countConflict(res)
+			l.auditWrite(req, resp, err)
+			release()
+			return resp, err
 		}
+		release()
 		if err := l.retry.wait(ctx, d); err != nil {
 			// The lock wait is over (or the client left): the last
-			// answer stands.
-			return l.countConflict(res)
+			// answer stands, recorded under the lock taken once more.
+			resp, err := l.countConflict(res)
+			l.auditRelocked(req, resp, err)
+			return resp, err
 		}
 		if res.conflict != "" {
 			l.metrics.Conflict(l.slug, res.conflict, ResolutionRetried)
 		}
 	}
+}
+
+// auditRelocked records req's answer after its lock was released: it takes
+// the ledger lock again for the append, waiting at most lock_timeout, and
+// appends without it (logged) when it cannot.
+func (l *Ledger) auditRelocked(req *Request, resp *Response, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.all.LockTimeout)
+	defer cancel()
+	release, lerr := l.lockExclusive(ctx)
+	if lerr != nil {
+		l.log.Warn("journal record appended without the ledger lock", "ledger", l.slug,
+			"request_id", req.RequestID, "err", lerr.Error())
+		l.auditWrite(req, resp, err)
+		return
+	}
+	l.auditWrite(req, resp, err)
+	release()
 }
 
 // countConflict counts the conflict of the final attempt res, if any, by

@@ -31,6 +31,20 @@ type Checker interface{ Check() error }
 // in progress is answered 503.
 type LossReporter interface{ Lost() <-chan struct{} }
 
+// Verifier is a Locker that can confirm, with the lock's own authority, that
+// this process still holds it exclusively (a lock on etcd asks etcd and
+// reads its fence file). The ledger calls Verify, holding the lock
+// exclusively, immediately before every request it sends to Fava and every
+// file it puts back from a pre-image; an error means the hold is lost.
+type Verifier interface {
+	Verify(ctx context.Context) error
+}
+
+// Fencer is a Locker whose exclusive holds carry a fencing token that
+// grows with every hold by any process or host; the ledger records it in
+// the journal records it appends under the lock.
+type Fencer interface{ Token() int64 }
+
 // rwLock is an in-process, writer-preferring readers–writer lock whose waits
 // honour context cancellation: once a writer waits, new readers wait too, so
 // a stream of reads never starves a write. It is the Locker used when no

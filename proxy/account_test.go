@@ -31,7 +31,7 @@ func TestAddAccountConcurrent(t *testing.T) {
 	for _, style := range emuStyles {
 		t.Run(style, func(t *testing.T) {
 			lockPath := filepath.Join(t.TempDir(), "ledger.lock")
-			shared := Options{NewLocker: func(config.Ledger) (ledger.Locker, error) { return lock.New(lockPath), nil }}
+			shared := Options{NewLocker: func(config.Ledger, lock.EtcdHooks) (ledger.Locker, error) { return lock.New(lockPath), nil }}
 			a := startEmu(t, style, emuOpts{options: shared})
 			b := startEmu(t, style, emuOpts{options: shared, main: a.main, upstreamURL: a.up.URL})
 			b.style = style

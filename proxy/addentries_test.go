@@ -670,7 +670,7 @@ func TestAddEntriesReplayAfterRestart(t *testing.T) {
 func TestAddEntriesKeyAcrossTwoServers(t *testing.T) {
 	e := newAddEnv(t, favatest.Style130, "")
 	e.front.delay.Store(int64(10 * time.Millisecond))
-	fileLock := func(lc config.Ledger) (ledger.Locker, error) { return lock.New(lc.LockPath()), nil }
+	fileLock := func(lc config.Ledger, _ lock.EtcdHooks) (ledger.Locker, error) { return lock.New(lc.LockPath()), nil }
 	e.start(t, Options{NewLocker: fileLock})
 	urlA := e.url
 	e.start(t, Options{NewLocker: fileLock})

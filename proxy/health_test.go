@@ -13,6 +13,7 @@ import (
 
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/ledger"
+	"github.com/favaproxy/favaproxy/lock"
 )
 
 // checkedLocker is a Locker with a Check that fails with err.
@@ -83,7 +84,7 @@ func TestHealth(t *testing.T) {
 			return Options{}
 		}, "ledger:" + testSlug},
 		{"LockBroken", func(t *testing.T, cfg *config.Config) Options {
-			return Options{NewLocker: func(config.Ledger) (ledger.Locker, error) {
+			return Options{NewLocker: func(config.Ledger, lock.EtcdHooks) (ledger.Locker, error) {
 				return checkedLocker{ledger.NewRWLock(), errors.New("lock file: permission denied")}, nil
 			}}
 		}, "ledger:" + testSlug},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/ledger"
+	"github.com/favaproxy/favaproxy/lock"
 )
 
 // recordingUpstream records the X-Which header of every request it gets and
@@ -38,7 +39,7 @@ func (u *recordingUpstream) Seen() []string {
 
 // sharedLock makes every ledger of a server use lk, so a test can hold it.
 func sharedLock(lk ledger.Locker) Options {
-	return Options{NewLocker: func(config.Ledger) (ledger.Locker, error) { return lk, nil }}
+	return Options{NewLocker: func(config.Ledger, lock.EtcdHooks) (ledger.Locker, error) { return lk, nil }}
 }
 
 // putAsync sends a write in the background; its result arrives on the

@@ -13,6 +13,7 @@ import (
 
 	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/ledger"
+	"github.com/favaproxy/favaproxy/lock"
 )
 
 // Label values of favaproxy's metrics. A value outside its set is counted
@@ -98,6 +99,8 @@ type metrics struct {
 	rejected              *prometheus.CounterVec   // reason
 	rollbacks             *prometheus.CounterVec   // ledger, event
 	fsync                 *prometheus.HistogramVec // ledger
+	leaseLosses           *prometheus.CounterVec   // ledger
+	fenced                *prometheus.CounterVec   // ledger
 }
 
 // newMetrics returns favaproxy's collectors registered on a new registry,
@@ -168,6 +171,14 @@ func newMetrics() *metrics {
 			Help:    "Time spent saving pre-images, or making a write durable, by ledger.",
 			Buckets: metricsDurationBuckets,
 		}, []string{"ledger"}),
+		leaseLosses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "lock_lease_losses_total",
+			Help: "Holds of a ledger's lock on etcd that were lost while held (the lease ended: the holder was paused or cut off from etcd for longer than lock.etcd.ttl), by ledger.",
+		}, []string{"ledger"}),
+		fenced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "lock_fencing_refusals_total",
+			Help: "Writes refused because the ledger's fence file named a newer holder of its lock on etcd, by ledger.",
+		}, []string{"ledger"}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -175,6 +186,7 @@ func newMetrics() *metrics {
 		m.requests, m.requestDuration, m.lockWait, m.lockHold, m.queueDepth,
 		m.conflicts, m.idempotentReplays, m.idempotencyMismatches, m.batchSize,
 		m.upstreamDuration, m.upstreamErrors, m.rejected, m.rollbacks, m.fsync,
+		m.leaseLosses, m.fenced,
 	)
 	// Series that do not depend on a ledger start at zero, so rate() and
 	// alerts see them before the first event.
@@ -221,6 +233,20 @@ func (m *metrics) addLedger(ledger string) {
 	m.idempotencyMismatches.WithLabelValues(ledger)
 	for _, e := range metricRollbackEvents {
 		m.rollbacks.WithLabelValues(ledger, e)
+	}
+	m.leaseLosses.WithLabelValues(ledger)
+	m.fenced.WithLabelValues(ledger)
+}
+
+// lockHooks returns the hooks that count the events of a ledger's lock on
+// etcd.
+func (m *metrics) lockHooks(ledger string) lock.EtcdHooks {
+	if m == nil {
+		return lock.EtcdHooks{}
+	}
+	return lock.EtcdHooks{
+		LeaseLost: m.leaseLosses.WithLabelValues(ledger).Inc,
+		Fenced:    m.fenced.WithLabelValues(ledger).Inc,
 	}
 }
 

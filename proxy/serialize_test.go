@@ -12,6 +12,7 @@ import (
 
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/ledger"
+	"github.com/favaproxy/favaproxy/lock"
 )
 
 // overlapRecorder is an upstream that records whether two writes, or a read
@@ -148,7 +149,7 @@ func TestSerializeWrites(t *testing.T) {
 		// writes find each other's pre-images and are refused.
 		cfg.Durability.Disabled = true
 		p := startProxy(t, cfg, Options{
-			NewLocker: func(config.Ledger) (ledger.Locker, error) { return noopLocker{}, nil },
+			NewLocker: func(config.Ledger, lock.EtcdHooks) (ledger.Locker, error) { return noopLocker{}, nil },
 		})
 		runMixedLoad(t, p.URL, clients, users, perClient)
 		rec.mu.Lock()

@@ -34,16 +34,18 @@ import (
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/fava"
 	"github.com/favaproxy/favaproxy/ledger"
+	"github.com/favaproxy/favaproxy/lock"
 )
 
 // Options are what New needs besides the configuration.
 type Options struct {
 	// Logger receives every log line. Nil means slog.Default().
 	Logger *slog.Logger
-	// NewLocker opens a ledger's lock. Nil means an in-process
-	// readers–writer lock per ledger, which excludes nothing outside this
-	// process (fine for tests, not for production).
-	NewLocker func(config.Ledger) (ledger.Locker, error)
+	// NewLocker opens a ledger's lock; hooks count the events of a lock
+	// on etcd in the server's metrics. Nil, or a nil Locker, means an
+	// in-process readers–writer lock per ledger, which excludes nothing
+	// outside this process (lock.backend none).
+	NewLocker func(l config.Ledger, hooks lock.EtcdHooks) (ledger.Locker, error)
 	// Transport carries requests to Fava. Nil means an *http.Transport
 	// tuned from cfg.Timeouts.
 	Transport http.RoundTripper
@@ -182,7 +184,7 @@ func (s *Server) openLedgers(cfg config.Config, o Options) error {
 	for i, lc := range cfg.Ledgers {
 		var lk ledger.Locker
 		if o.NewLocker != nil {
-			if lk, err = o.NewLocker(lc); err != nil {
+			if lk, err = o.NewLocker(lc, s.metrics.lockHooks(slugs[i])); err != nil {
 				_ = s.Close(context.Background())
 				return fmt.Errorf("open lock of ledger %s: %w", lc.File, err)
 			}

@@ -29,8 +29,13 @@ exclusive by default (no proxy write or read runs meanwhile), shared with
 
 This is how cron importers, price fetchers and git pull cooperate with the
 proxy. Before CMD runs, a write that a crash interrupted is settled, as
-serve settles it (see favaproxy recover). The lock file is the ledger's lock_file when the ledger is in the
-configuration (matched by path or slug), else .<name>.favaproxy.lock beside it.
+serve settles it (see favaproxy recover). The lock is the one lock.backend
+configures: with flock, the ledger's lock_file when the ledger is in the
+configuration (matched by path or slug), else .<name>.favaproxy.lock beside
+it; with etcd, the ledger's key on etcd, always exclusive (etcd has no
+shared mode, so --shared takes it exclusively). If the etcd lease is lost
+while CMD runs (etcd unreachable for longer than lock.etcd.ttl), CMD gets
+SIGTERM and lock exits 1.
 
 SIGINT and SIGTERM are passed on to CMD. If lock itself is killed, CMD gets
 SIGTERM on Linux and FreeBSD (the lock is gone with lock's process). Exit
@@ -52,7 +57,15 @@ taken in time; 127 when CMD was not found.`,
 		if cmd.Flags().Changed("timeout") {
 			wait = *timeout
 		}
-		l := lock.New(lc.LockPath())
+		backend, err := lock.OpenBackend(cfg)
+		if err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		defer backend.Close()
+		l, err := backend.CrossProcess(lc)
+		if err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
 		// A write a crash interrupted is settled before CMD sees the
 		// ledger, as serve settles it before it writes.
 		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -83,7 +96,7 @@ func sameFile(configured, given string, givenInfo os.FileInfo) bool {
 // limit when wait is 0), runs argv with stdio passed through and signals
 // forwarded, then releases l. It returns an *exitError carrying argv's
 // status.
-func runLocked(ctx context.Context, l *lock.File, shared bool, wait time.Duration, argv []string) error {
+func runLocked(ctx context.Context, l lock.Locker, shared bool, wait time.Duration, argv []string) error {
 	// Catch SIGINT/SIGTERM from here on: while waiting they end the wait,
 	// while CMD runs they are passed on to it.
 	sigs := make(chan os.Signal, 4)
@@ -100,17 +113,18 @@ func runLocked(ctx context.Context, l *lock.File, shared bool, wait time.Duratio
 		waitCtx, cancel = context.WithTimeout(ctx, wait)
 	}
 	acquire, mode := l.Lock, "exclusive"
-	if shared {
+	if _, etcd := l.(*lock.Etcd); shared && !etcd {
 		acquire, mode = l.RLock, "shared"
 	}
+	name := lockName(l)
 	release, err := acquire(waitCtx)
 	cancel()
 	if err != nil {
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
-			return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: %s lock %s not acquired within %s", mode, l.Path(), wait)}
+			return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: %s lock %s not acquired within %s", mode, name, wait)}
 		case ctx.Err() != nil:
-			return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: interrupted while waiting for %s", l.Path())}
+			return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: interrupted while waiting for %s", name)}
 		}
 		return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: %v", err)}
 	}
@@ -135,14 +149,35 @@ func runLocked(ctx context.Context, l *lock.File, shared bool, wait time.Duratio
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
+	var lost <-chan struct{} // nil: a lock that cannot be lost
+	if lr, ok := l.(ledger.LossReporter); ok && mode == "exclusive" {
+		lost = lr.Lost()
+	}
 	for {
 		select {
 		case sig := <-sigs:
 			_ = c.Process.Signal(sig)
+		case <-lost:
+			lost = nil
+			fmt.Fprintf(os.Stderr, "lock: the lease of %s was lost; stopping %s\n", name, argv[0])
+			_ = c.Process.Signal(syscall.SIGTERM)
+			<-done
+			return &exitError{code: exitFailure, msg: fmt.Sprintf("lock: the lease of %s was lost while %s ran", name, argv[0])}
 		case err := <-done:
 			return exitStatus(err)
 		}
 	}
+}
+
+// lockName describes a lock for messages: its file or its etcd key.
+func lockName(l lock.Locker) string {
+	switch l := l.(type) {
+	case *lock.File:
+		return l.Path()
+	case *lock.Etcd:
+		return "etcd key " + l.Key()
+	}
+	return "ledger lock"
 }
 
 // exitStatus turns the result of Wait into favaproxy's exit: the child's

@@ -36,7 +36,16 @@ may still be running at Fava).`,
 			return err
 		}
 		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-		rec, err := ledger.Recover(cmd.Context(), cfg, lc, lock.New(lc.LockPath()), log)
+		backend, err := lock.OpenBackend(cfg)
+		if err != nil {
+			return err
+		}
+		defer backend.Close()
+		lk, err := backend.CrossProcess(lc)
+		if err != nil {
+			return err
+		}
+		rec, err := ledger.Recover(cmd.Context(), cfg, lc, lk, log)
 		out := cmd.OutOrStdout()
 		if *asJSON {
 			_ = json.NewEncoder(out).Encode(rec)

@@ -42,11 +42,19 @@ down gracefully on SIGINT or SIGTERM within shutdown_grace.`,
 // readiness checks, if any, on /readyz, and the count of restarts of a Fava
 // it runs itself, if any.
 func serveProxy(cmd *cobra.Command, cfg config.Config, log *slog.Logger, checks map[string]func(context.Context) error, restarts func() int) error {
+	backend, err := lock.OpenBackend(cfg)
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+	if cfg.Lock.Backend == config.BackendNone {
+		log.Warn("lock.backend none: the ledger lock excludes no other process; only this favaproxy may write the ledgers")
+	}
 	srv, err := proxy.New(cfg, proxy.Options{
 		UpstreamRestarts: restarts,
 		Logger:           log,
-		NewLocker: func(l config.Ledger) (ledger.Locker, error) {
-			return lock.New(l.LockPath()), nil
+		NewLocker: func(l config.Ledger, hooks lock.EtcdHooks) (ledger.Locker, error) {
+			return backend.Locker(l, hooks), nil
 		},
 		ReadyChecks: checks,
 	})
