@@ -92,6 +92,21 @@ func (g *guard) settle(ctx context.Context, resp *fava.Response, callErr error) 
 		}
 		return unsettled, nil
 	}
+	if errors.Is(callErr, errLost) {
+		// Refused before it was sent: nothing was written. The rollback
+		// stays for the next holder to find the files unchanged.
+		l.unsettled.Store(true)
+		return unsettled, callErr
+	}
+	if err := l.verifyHold(ctx); err != nil {
+		// The lock was lost while Fava had the write (this process was
+		// paused, or cut off from the lock's server): another holder may
+		// be writing now, so nothing here touches the files or the
+		// rollback. The next holder settles it (recoverHot), keeping it if
+		// it is complete.
+		l.unsettled.Store(true)
+		return unsettled, errLostDuringWrite(err)
+	}
 	switch {
 	case success:
 		if l.rb.verified(g.m, l.index) {
@@ -149,6 +164,14 @@ func (g *guard) settle(ctx context.Context, resp *fava.Response, callErr error) 
 	return g.rollBack("fava did not answer")
 }
 
+// errLostDuringWrite is the answer to a write whose ledger lock was lost
+// after it was sent to Fava and before it was settled.
+func errLostDuringWrite(err error) error {
+	return favaproxy.WithRetryAfter(fmt.Errorf("%w: %w", favaproxy.Errorf(favaproxy.EUnavailable,
+		"the ledger lock was lost while the write was in progress; the next writer keeps it if it is complete or puts the files back; retry later (with the same Idempotency-Key to learn its outcome)"), err),
+		retryAfterLockLost)
+}
+
 // durable fsyncs the files the write changed: the write is then written,
 // waiting for commit.
 func (g *guard) durable() (settled, error) {
@@ -174,8 +197,7 @@ func (g *guard) rollBack(why string) (settled, error) {
 		// back under it. The rollback stays hot; the next holder settles
 		// it (recoverHot), keeping a complete write.
 		l.unsettled.Store(true)
-		return unsettled, fmt.Errorf("%w: %w", favaproxy.Errorf(favaproxy.EUnavailable,
-			"the ledger lock was lost while the write was in progress; the next writer keeps it if it is complete or puts the files back; retry later (with the same Idempotency-Key to learn its outcome)"), err)
+		return unsettled, errLostDuringWrite(err)
 	}
 	restored, err := l.rb.restore(g.m)
 	if err != nil {

@@ -561,9 +561,12 @@ func (l *Ledger) fenceToken() int64 {
 // errLockLost is the answer to a write whose lock was lost before it was
 // sent to Fava.
 func errLockLost() error {
-	return favaproxy.WithRetryAfter(fmt.Errorf("ledger lock: %w",
+	return favaproxy.WithRetryAfter(fmt.Errorf("%w: %w", errLost,
 		favaproxy.Errorf(favaproxy.EUnavailable, "the ledger lock was lost; nothing was written; retry later")), retryAfterLockLost)
 }
+
+// errLost marks the errors of errLockLost.
+var errLost = errors.New("ledger lock lost")
 
 // underLock returns a handler that runs fn holding the ledger lock. Once
 // the lock is taken the write is carried through even if the client
