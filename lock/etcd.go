@@ -199,8 +199,14 @@ func (l *Etcd) currentSession(ctx context.Context) (*concurrency.Session, error)
 			return l.session, nil
 		}
 	}
-	// The session outlives ctx: its keepalive runs until Close.
-	s, err := concurrency.NewSession(l.client, concurrency.WithTTL(l.ttl), concurrency.WithContext(context.WithoutCancel(ctx)))
+	// The lease is granted within ctx (etcd may be down); the session
+	// outlives ctx: its keepalive runs until the lease ends or Close.
+	lease, err := l.client.Grant(ctx, int64(l.ttl))
+	if err != nil {
+		return nil, fmt.Errorf("etcd lease: %w", err)
+	}
+	s, err := concurrency.NewSession(l.client, concurrency.WithLease(lease.ID), concurrency.WithTTL(l.ttl),
+		concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("etcd session: %w", err)
 	}

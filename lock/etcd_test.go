@@ -175,6 +175,19 @@ func TestEtcdDown(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Lock took %v to give up with a 1 s deadline", d)
 	}
+	// Once the session's lease has ended too, a new one cannot be
+	// granted: the wait still ends at its deadline.
+	time.Sleep(4 * time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	start = time.Now()
+	_, err = l.Lock(ctx)
+	cancel()
+	if err == nil {
+		t.Fatal("Lock succeeded with etcd stopped")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Lock without a session took %v to give up with a 1 s deadline", d)
+	}
 	rr, err := l.RLock(context.Background())
 	if err != nil {
 		t.Fatalf("RLock with etcd stopped: %v", err)
