@@ -725,6 +725,18 @@ func lockErr(lctx context.Context, what string, err error) error {
 	}
 }
 
+// CheckLock reports whether the ledger's lock can be taken at all: its
+// lock file opens, or its lock server (etcd) answers. Locks that are not
+// Checkers always pass.
+func (l *Ledger) CheckLock() error {
+	if c, ok := l.lock.(Checker); ok {
+		if err := c.Check(); err != nil {
+			return fmt.Errorf("ledger lock: %w", err)
+		}
+	}
+	return nil
+}
+
 // Check reports whether the ledger can be written: its main file is
 // readable, its lock can be taken (for Lockers with a Check) and its
 // journal's file is there and writable. The error is for the log; it
@@ -735,11 +747,6 @@ func (l *Ledger) Check() error {
 		return fmt.Errorf("ledger file: %w", err)
 	}
 	f.Close()
-	if c, ok := l.lock.(Checker); ok {
-		if err := c.Check(); err != nil {
-			return fmt.Errorf("ledger lock: %w", err)
-		}
-	}
 	jf, err := os.OpenFile(l.journal.Path(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)

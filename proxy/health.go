@@ -64,6 +64,9 @@ func (s *Server) checks(ctx context.Context) map[string]string {
 	})
 	for _, l := range s.ledgers {
 		wg.Go(func() { set("ledger:"+l.Slug(), "ledger unavailable", l.Check()) })
+		wg.Go(func() {
+			set("lock:"+l.Slug(), "lock backend "+s.cfg.Lock.Backend+" unavailable", l.CheckLock())
+		})
 	}
 	for name, check := range s.readyChecks {
 		wg.Go(func() { set(name, name+" failed", check(ctx)) })

@@ -87,7 +87,7 @@ func TestHealth(t *testing.T) {
 			return Options{NewLocker: func(config.Ledger, lock.EtcdHooks) (ledger.Locker, error) {
 				return checkedLocker{ledger.NewRWLock(), errors.New("lock file: permission denied")}, nil
 			}}
-		}, "ledger:" + testSlug},
+		}, "lock:" + testSlug},
 	}
 	for _, tc := range failing {
 		t.Run(tc.name, func(t *testing.T) {
