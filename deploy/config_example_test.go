@@ -171,7 +171,7 @@ func TestExampleConfigShowsDefaults(t *testing.T) {
 }
 
 func TestDeployedConfigsValidate(t *testing.T) {
-	for _, name := range []string{"compose.config.yaml"} {
+	for _, name := range []string{"compose.config.yaml", "hosts.config.yaml"} {
 		if err := validate(t, decodeConfigFile(t, name)); err != nil {
 			t.Errorf("%s:\n%v", name, err)
 		}
