@@ -21,9 +21,14 @@
 // A write takes its user's lock, then the ledger's lock, never the reverse
 // (run, then the handler through underLock, withRetries or the group commit).
 // Both waits together are bounded by lock_timeout. The ledger's lock is a
-// Locker: in process (NewRWLock) or across processes (package lock). A Locker
-// that can lose its hold (a LossReporter, such as a lease) is asked before
-// every request sent to Fava: once the hold is lost nothing more is sent.
+// Locker: in process (NewRWLock), across processes (package lock: a lock
+// file) or across hosts (package lock: etcd). A Locker that can lose its hold
+// (a LossReporter, such as a lease) is asked, and one that can confirm its
+// hold (a Verifier) confirms it, immediately before every request sent to
+// Fava and every file put back (verifyHold): once the hold is lost nothing
+// more is sent, and a write in flight is left to the next holder to settle.
+// Journal records are appended while the ledger lock is held, with the hold's
+// fencing token when the Locker is a Fencer.
 //
 // # Retries
 //
