@@ -738,9 +738,8 @@ func (l *Ledger) CheckLock() error {
 }
 
 // Check reports whether the ledger can be written: its main file is
-// readable, its lock can be taken (for Lockers with a Check) and its
-// journal's file is there and writable. The error is for the log; it
-// may name files.
+// readable and its journal's file is there and writable (CheckLock checks
+// its lock). The error is for the log; it may name files.
 func (l *Ledger) Check() error {
 	f, err := os.Open(l.cfg.File)
 	if err != nil {
