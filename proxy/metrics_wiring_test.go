@@ -17,6 +17,7 @@ import (
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/internal/favatest"
 	"github.com/favaproxy/favaproxy/ledger"
+	"github.com/favaproxy/favaproxy/lock"
 )
 
 // scrape gets /metrics over HTTP and parses Prometheus' text format.
@@ -210,5 +211,32 @@ func TestWriteOutcome(t *testing.T) {
 		if got := writeOutcome(tc.resp, tc.err); got != tc.want {
 			t.Errorf("writeOutcome(%+v, %v) = %q, want %q", tc.resp, tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestMetricsLockEvents: the hooks a ledger's lock gets count its lease
+// losses and fencing refusals under the ledger's slug, from zero.
+func TestMetricsLockEvents(t *testing.T) {
+	cfg := testConfig(t, startUpstream(t, &recordingFava{}).URL)
+	var hooks lock.EtcdHooks
+	p := startProxy(t, cfg, Options{NewLocker: func(_ config.Ledger, h lock.EtcdHooks) (ledger.Locker, error) {
+		hooks = h
+		return nil, nil
+	}})
+	mfs := scrape(t, p.URL)
+	for _, name := range []string{"favaproxy_lock_lease_losses_total", "favaproxy_lock_fencing_refusals_total"} {
+		if mfs[name] == nil || sample(mfs, name, "ledger="+testSlug) != 0 {
+			t.Errorf("%s: want a series at 0 before any event", name)
+		}
+	}
+	hooks.LeaseLost()
+	hooks.Fenced()
+	hooks.Fenced()
+	mfs = scrape(t, p.URL)
+	if got := sample(mfs, "favaproxy_lock_lease_losses_total", "ledger="+testSlug); got != 1 {
+		t.Errorf("lease losses %v, want 1", got)
+	}
+	if got := sample(mfs, "favaproxy_lock_fencing_refusals_total", "ledger="+testSlug); got != 2 {
+		t.Errorf("fencing refusals %v, want 2", got)
 	}
 }
