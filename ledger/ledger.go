@@ -486,6 +486,12 @@ func (l *Ledger) lockFor(ctx context.Context, req *Request) (release func(), err
 // RLock takes the ledger's shared lock for a read, waiting at most
 // lock_timeout.
 func (l *Ledger) RLock(ctx context.Context) (release func(), err error) {
+	if tl, ok := l.lock.(TryRLocker); ok {
+		if release, ok := tl.TryRLock(); ok {
+			l.metrics.LockWait(l.slug, ModeShared, 0)
+			return l.timeHold(ModeShared, release), nil
+		}
+	}
 	lctx, cancel := context.WithTimeout(ctx, l.all.LockTimeout)
 	defer cancel()
 	t0 := time.Now()

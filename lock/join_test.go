@@ -123,3 +123,32 @@ func TestWriterWaitingAnnounced(t *testing.T) {
 		t.Fatalf("announcement %v while the writer holds the lock, want none", a)
 	}
 }
+
+// TestTryRLock: TryRLock joins readers already in, and holds nothing when
+// it would have to wait or pass the turnstile: no reader in, or a writer of
+// this process waiting.
+func TestTryRLock(t *testing.T) {
+	l := newLock(t)
+	lock.SetGateInterval(l, time.Hour)
+	if release, ok := l.TryRLock(); ok {
+		release()
+		t.Fatal("TryRLock with no reader in: ok, want a refusal (the file lock needs a system call)")
+	}
+	held := mustLock(t, l.RLock)
+	release, ok := l.TryRLock()
+	if !ok {
+		t.Fatal("TryRLock beside a reader: refused, want ok")
+	}
+	release()
+
+	got := make(chan func(), 1)
+	go func() { got <- mustLock(t, l.Lock) }()
+	waitQueued(t, l)
+	if release, ok := l.TryRLock(); ok {
+		release()
+		t.Fatal("TryRLock while a writer waits: ok, want a refusal")
+	}
+	held()
+	(<-got)()
+	mustLock(t, l.RLock)()
+}

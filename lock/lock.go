@@ -264,6 +264,21 @@ func (l *File) RLock(ctx context.Context) (release func(), err error) {
 	return l.readRelease(), nil
 }
 
+// TryRLock takes the lock shared if it can at once and without a system
+// call: when no writer of this process holds or waits for the lock and a
+// reader could join this process's readers (see RLock). Otherwise it holds
+// nothing and ok is false. release behaves as RLock's.
+func (l *File) TryRLock() (release func(), ok bool) {
+	if !l.sem.TryAcquire(1) {
+		return nil, false
+	}
+	if !l.join() {
+		l.sem.Release(1)
+		return nil, false
+	}
+	return l.readRelease(), true
+}
+
 // join counts one more reader without a system call when this process's
 // readers hold the shared file lock, the turnstile was passed within
 // GateInterval and no writer announces a wait; it reports whether it did.
