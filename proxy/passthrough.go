@@ -187,7 +187,9 @@ func requestID(r *http.Request) string {
 	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	var h [2 * len(b)]byte
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 // validRequestID reports whether v may be used as a request ID: it ends up
