@@ -33,13 +33,48 @@ func TestOverlappingReaderNeedsNoFlock(t *testing.T) {
 	}
 	held()
 
-	// The first reader after the last one left takes the file lock again
-	// and passes the turnstile.
+	// The file lock lingers after the last reader: the next one joins it.
 	lock.SetGateInterval(l, time.Hour)
 	before = flocks.Load()
 	mustLock(t, l.RLock)()
-	if got := flocks.Load() - before; got != 2 {
-		t.Fatalf("a first reader made %d turnstile flock calls, want 2", got)
+	if got := flocks.Load() - before; got != 0 {
+		t.Fatalf("a reader while the shared lock lingers made %d flock calls, want 0", got)
+	}
+}
+
+// TestLingeringSharedLock: the shared file lock outlives the last reader
+// for the linger time, then is dropped; it is dropped at once when a writer
+// announces a wait as the last reader leaves, and before a writer of the
+// process takes the lock.
+func TestLingeringSharedLock(t *testing.T) {
+	l := newLock(t)
+	other := lock.New(l.Path()) // another open file description: another process, to flock
+	lock.SetLinger(l, time.Hour)
+	mustLock(t, l.RLock)()
+	blocked(t, "Lock of another process while the shared lock lingers", other.Lock)
+	mustLock(t, l.Lock)() // the process's own writer drops it first
+
+	lock.SetLinger(l, 10*time.Millisecond)
+	mustLock(t, l.RLock)()
+	mustLock(t, other.Lock)() // within the linger time and a poll
+
+	lock.SetLinger(l, time.Hour)
+	held := mustLock(t, l.RLock)
+	got := make(chan func(), 1)
+	go func() { got <- mustLock(t, other.Lock) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !announced(t, l.Path()+lock.GateSuffix).After(time.Now()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiting writer did not announce itself")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	held()
+	select {
+	case release := <-got:
+		release()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the last reader left while a writer waited, and the writer did not get the lock")
 	}
 }
 

@@ -14,13 +14,16 @@
 //  3. a flock(2) lock, through github.com/gofrs/flock, on the dedicated lock
 //     file beside the ledger (never the ledger itself: editors that save by
 //     rename replace its inode). A writer takes it exclusively; the first
-//     reader of the process takes it shared and the last reader releases
-//     it. gofrs/flock opens the file by its path for each lock and closes
-//     it on unlock, so a lock file removed and created again is picked up.
+//     reader of the process takes it shared, and it is released when the
+//     last reader has been gone for GateInterval (at once if a writer
+//     waits, and before a writer of the process takes it), so that reads
+//     that follow each other closely do not take and drop it each time.
+//     gofrs/flock opens the file by its path for each lock and closes it on
+//     unlock, so a lock file removed and created again is picked up.
 //
-// A reader that joins readers of its process already in needs no system
-// call: the process holds the shared file lock already, and the turnstile
-// only matters when a writer waits. So a writer announces its wait in the
+// A reader of a process that holds the shared file lock needs no system
+// call: the process holds the file lock already, and the turnstile only
+// matters when a writer waits. So a writer announces its wait in the
 // turnstile file's first 8 bytes, mapped shared (mmap(2)) by every process
 // that locks the file: "a writer waits until T" (Unix nanoseconds), which
 // it pushes forward every RetryDelay while it waits. A reader skips the
@@ -121,22 +124,25 @@ type File struct {
 	path, gatePath string
 	sem            *semaphore.Weighted // in-process lock, taken before anything else
 
-	// rmu serializes the readers that take or drop the shared file lock:
-	// the first reader (readers 0 to 1) and the last (1 to 0). It is a
-	// semaphore of one rather than a sync.Mutex so that a reader waiting
-	// behind the first reader (which may wait long for the file lock) still
-	// honours its ctx.
+	// rmu serializes whoever takes or drops the shared file lock: a reader
+	// that passed the turnstile, the drop of a lingering lock and a writer
+	// of this process. It is a semaphore of one rather than a sync.Mutex
+	// so that a reader waiting behind the first reader (which may wait long
+	// for the file lock) still honours its ctx.
 	rmu *semaphore.Weighted
-	// readers counts in-process readers holding the lock. It goes from 0
-	// to 1 and from 1 to 0 only under rmu; readers that find it above 0
-	// join (compare-and-swap) without rmu, so while it is above 0 the
-	// process holds the shared file lock.
-	readers atomic.Int64
+	// st is the process's shared hold: bit 0 is set while the process holds
+	// the shared file lock, the rest counts the readers holding the lock
+	// (st>>1). The bit is set and cleared only under rmu; readers join
+	// (add 2) without rmu only while it is set, so a reader counted here
+	// always shares a file lock this process holds. When the last reader
+	// leaves, the file lock lingers for linger (see dropIdle), so that
+	// reads one after another do not take and drop it each time.
+	st atomic.Int64
+	// idle runs dropIdle linger after the last reader left.
+	idle *time.Timer
 
 	// file is the lock file. It is locked and unlocked only by a writer
-	// (holding all of sem) or by a reader while readers is 0 or drops to 0
-	// (holding rmu and a unit of sem, so no writer of this process runs):
-	// never by two goroutines at once.
+	// (holding all of sem), or under rmu: never by two goroutines at once.
 	file *flock.Flock
 
 	// gate is the turnstile file, opened on first use. Readers holding a
@@ -149,15 +155,16 @@ type File struct {
 	// passed is when a reader of this process last passed the turnstile
 	// (Unix nanoseconds).
 	passed atomic.Int64
-	// gateInterval is GateInterval (tests change it).
-	gateInterval time.Duration
+	// gateInterval is GateInterval and linger is how long the shared file
+	// lock outlives the last reader, GateInterval too (tests change them).
+	gateInterval, linger time.Duration
 }
 
 // New returns the lock whose file is path (config.Ledger.LockPath()); its
 // turnstile is path+GateSuffix. Both files are created with mode 0644 on
 // first use.
 func New(path string) *File {
-	return &File{
+	l := &File{
 		path:     path,
 		gatePath: path + GateSuffix,
 		file:     flock.New(path, flock.SetPermissions(fileMode)),
@@ -165,7 +172,11 @@ func New(path string) *File {
 		rmu:      semaphore.NewWeighted(1),
 
 		gateInterval: GateInterval,
+		linger:       GateInterval,
 	}
+	l.idle = time.AfterFunc(time.Hour, l.dropIdle)
+	l.idle.Stop()
+	return l
 }
 
 // Path returns the lock file's path.
@@ -180,6 +191,17 @@ func (l *File) Lock(ctx context.Context) (release func(), err error) {
 	if err := l.sem.Acquire(ctx, writerWeight); err != nil {
 		return nil, l.waitErr("exclusive", err)
 	}
+	// Holding all of sem, no reader of this process holds the lock, but
+	// the shared file lock may linger: drop it (under rmu, so that
+	// dropIdle cannot drop the exclusive lock taken below).
+	if err := l.rmu.Acquire(ctx, 1); err != nil {
+		l.sem.Release(writerWeight)
+		return nil, l.waitErr("exclusive", err)
+	}
+	if l.st.CompareAndSwap(1, 0) {
+		_ = l.file.Unlock()
+	}
+	l.rmu.Release(1)
 	// Holding all of sem, no other goroutine of this process uses the
 	// turnstile: it may be reopened.
 	l.gmu.Lock()
@@ -215,13 +237,12 @@ func (l *File) Lock(ctx context.Context) (release func(), err error) {
 	}, nil
 }
 
-// RLock takes the lock shared: first in-process; then, when this process's
-// readers already hold the shared file lock, no writer has announced a
-// wait and the turnstile was passed within GateInterval, it joins them
-// without a system call. Otherwise it passes the turnstile (waiting while
-// a writer anywhere waits) and, for the first reader of the process, takes
-// the shared file lock, which the last reader releases. Errors and release
-// behave as for Lock.
+// RLock takes the lock shared: first in-process; then, when this process
+// holds the shared file lock, no writer has announced a wait and the
+// turnstile was passed within GateInterval, it joins without a system call.
+// Otherwise it passes the turnstile (waiting while a writer anywhere waits)
+// and takes the shared file lock if the process does not hold it. Errors
+// and release behave as for Lock.
 func (l *File) RLock(ctx context.Context) (release func(), err error) {
 	if err := l.sem.Acquire(ctx, 1); err != nil {
 		return nil, l.waitErr("shared", err)
@@ -252,21 +273,22 @@ func (l *File) RLock(ctx context.Context) (release func(), err error) {
 		l.sem.Release(1)
 		return nil, l.waitErr("shared", err)
 	}
-	if l.readers.Load() == 0 {
+	if l.st.Load()&1 == 0 {
 		if _, err := l.file.TryRLockContext(ctx, RetryDelay); err != nil {
 			l.rmu.Release(1)
 			l.sem.Release(1)
 			return nil, l.waitErr("shared", err)
 		}
+		l.st.Add(1)
 	}
-	l.readers.Add(1)
+	l.st.Add(2)
 	l.rmu.Release(1)
 	return l.readRelease(), nil
 }
 
 // TryRLock takes the lock shared if it can at once and without a system
 // call: when no writer of this process holds or waits for the lock and a
-// reader could join this process's readers (see RLock). Otherwise it holds
+// reader could join without passing the turnstile (see RLock). Otherwise it holds
 // nothing and ok is false. release behaves as RLock's.
 func (l *File) TryRLock() (release func(), ok bool) {
 	if !l.sem.TryAcquire(1) {
@@ -279,8 +301,8 @@ func (l *File) TryRLock() (release func(), ok bool) {
 	return l.readRelease(), true
 }
 
-// join counts one more reader without a system call when this process's
-// readers hold the shared file lock, the turnstile was passed within
+// join counts one more reader without a system call when this process
+// holds the shared file lock, the turnstile was passed within
 // GateInterval and no writer announces a wait; it reports whether it did.
 // The caller holds a unit of sem.
 func (l *File) join() bool {
@@ -292,38 +314,44 @@ func (l *File) join() bool {
 	if gate == nil || gate.word == nil || gate.word.Load() > now {
 		return false
 	}
-	for n := l.readers.Load(); n > 0; n = l.readers.Load() {
-		if l.readers.CompareAndSwap(n, n+1) {
+	for n := l.st.Load(); n&1 != 0; n = l.st.Load() {
+		if l.st.CompareAndSwap(n, n+2) {
 			return true
 		}
 	}
 	return false
 }
 
-// readRelease returns the release of a reader: the last reader of the
-// process drops the shared file lock.
+// readRelease returns the release of a reader. When the last reader of the
+// process leaves, the shared file lock lingers, unless a writer announces
+// a wait: then it is dropped at once.
 func (l *File) readRelease() func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			for n := l.readers.Load(); n > 1; n = l.readers.Load() {
-				if l.readers.CompareAndSwap(n, n-1) {
-					l.sem.Release(1)
-					return
+			if l.st.Add(-2) == 1 {
+				if gate := l.gate.Load(); gate != nil && gate.word != nil && gate.word.Load() > time.Now().UnixNano() {
+					l.dropIdle()
+				} else {
+					l.idle.Reset(l.linger)
 				}
 			}
-			// Perhaps the last reader. rmu is only ever held long by a
-			// reader waiting for the file lock, which happens only while
-			// readers == 0, that is, never while a release is due. So this
-			// wait is short.
-			_ = l.rmu.Acquire(context.Background(), 1)
-			if l.readers.Add(-1) == 0 {
-				_ = l.file.Unlock()
-			}
-			l.rmu.Release(1)
 			l.sem.Release(1)
 		})
 	}
+}
+
+// dropIdle drops the shared file lock if no reader holds the lock. It
+// gives up when rmu is taken: whoever holds it takes or drops the file lock
+// itself, and a reader that leaves later comes back here.
+func (l *File) dropIdle() {
+	if !l.rmu.TryAcquire(1) {
+		return
+	}
+	if l.st.CompareAndSwap(1, 0) {
+		_ = l.file.Unlock()
+	}
+	l.rmu.Release(1)
 }
 
 // Check reports whether the lock file and its turnstile can be opened
