@@ -44,8 +44,10 @@ type Options struct {
 	// readers–writer lock per ledger, which excludes nothing outside this
 	// process (fine for tests, not for production).
 	NewLocker func(config.Ledger) (ledger.Locker, error)
-	// Transport carries requests to Fava. Nil means an *http.Transport
-	// tuned from cfg.Timeouts.
+	// Transport carries requests to Fava. Nil means NewTransport's for
+	// writes (without keep-alive) and, for reads, a transport that sends
+	// bodiless requests on the caller's goroutine over NewTransport's
+	// connection settings (leanTransport).
 	Transport http.RoundTripper
 	// ReadyChecks are further readiness checks, by name, that /readyz runs
 	// besides its own; for example "fava" when favaproxy runs Fava itself.
@@ -133,10 +135,10 @@ func New(cfg config.Config, o Options) (*Server, error) {
 
 	if s.transport == nil {
 		t := NewTransport(cfg.Timeouts)
-		s.transport = t
 		wt := t.Clone()
 		wt.DisableKeepAlives = true
 		s.writeTransport = wt
+		s.transport = newLeanTransport(s.upstream.Host, t, cfg.Timeouts.Upstream)
 	} else {
 		s.writeTransport = s.transport
 	}
