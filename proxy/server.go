@@ -424,6 +424,10 @@ type reqInfo struct {
 	// etag is the ledger's version while a read holds its shared lock,
 	// sent as the answer's ETag when Fava sets none.
 	etag string
+	// sw and body are a read's answer writer and Fava's body, kept here
+	// so that a read allocates them with its reqInfo.
+	sw   stallWriter
+	body releaseBody
 }
 
 type infoKey struct{}
@@ -434,7 +438,7 @@ func (s *Server) dispatch(c *echo.Context) error {
 	slug, kind := s.cls.route(r.Method, r.URL.Path)
 	trusted := s.id.trustedPeer(r)
 	info := &reqInfo{trusted: trusted, requestID: requestID(r), cleanPath: s.cls.strip(cleanPath(r.URL.Path)), kind: kind}
-	w.Header().Set("X-Request-ID", info.requestID)
+	w.Header()["X-Request-Id"] = []string{info.requestID}
 	user, err := s.who(r, trusted)
 	if err != nil {
 		setChallenge(w, err)
