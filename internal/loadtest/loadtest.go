@@ -105,6 +105,10 @@ type Options struct {
 	// UpstreamEmulator, UpstreamFavaSpeed). Empty means all (quick: static
 	// and fava-speed).
 	ReadUpstreams []string
+	// GoMaxProcs, if set, is the GOMAXPROCS of favaproxy and of the bare
+	// Go proxy in the read phase (both the same, for a fair comparison).
+	// Zero leaves Go's default (the number of cores).
+	GoMaxProcs int
 	// RequestCost is the CPU time the fava-speed upstream burns per
 	// request. Zero means 400µs: about 2,500 requests/s at most, as Fava
 	// answers api/errors on a 1,000-transaction ledger.
@@ -410,9 +414,14 @@ func durationArg(d time.Duration) string {
 
 // proxy starts favaproxy in front of upstream for ledger.
 func (b *bench) proxy(upstream, ledger string, extra ...string) (*proctest.Proc, error) {
+	return b.proxyEnv(nil, upstream, ledger, extra...)
+}
+
+// proxyEnv starts favaproxy with env added to its environment.
+func (b *bench) proxyEnv(env []string, upstream, ledger string, extra ...string) (*proctest.Proc, error) {
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--upstream", upstream,
 		"--ledger", ledger}, extra...)
-	p, err := proctest.StartProcess(b.favaproxy, args...)
+	p, err := proctest.StartProcessEnv(env, b.favaproxy, args...)
 	if err != nil {
 		return nil, fmt.Errorf("start favaproxy: %w", err)
 	}

@@ -57,14 +57,18 @@ func (b *bench) reads(ctx context.Context) (Phase, error) {
 	if wrk == "" {
 		client = "Go client"
 	}
+	procs := "default"
+	if o.GoMaxProcs > 0 {
+		procs = fmt.Sprint(o.GoMaxProcs)
+	}
 	rounds := "one round"
 	if n := o.readRounds(); n > 1 {
 		rounds = fmt.Sprintf("%d rounds in opposite orders", n)
 	}
 	p := Phase{Name: PhaseReads, Title: fmt.Sprintf(
-		"GET a ledger page and an API route, %d connections, %d threads, %v per setup in %s (%s), %d-transaction ledger; upstreams %s (fava-speed: %v of CPU per request, one at a time)",
+		"GET a ledger page and an API route, %d connections, %d threads, %v per setup in %s (%s), %d-transaction ledger; upstreams %s (fava-speed: %v of CPU per request, one at a time); Go proxies' GOMAXPROCS %s",
 		o.ReadConnections, o.ReadThreads, o.ReadDuration, rounds, client, readLedgerSize,
-		strings.Join(o.ReadUpstreams, ", "), o.RequestCost)}
+		strings.Join(o.ReadUpstreams, ", "), o.RequestCost, procs)}
 	if wrk == "" {
 		p.Notes = append(p.Notes, "wrk not found: the built-in Go client measured the reads")
 	}
@@ -108,13 +112,17 @@ func (b *bench) reads(ctx context.Context) (Phase, error) {
 // results and checks to p.
 func (b *bench) readsBehind(ctx context.Context, p *Phase, up string, upstream *proctest.Proc, ledger, wrk, nginx string, routes []struct{ label, path string }) error {
 	o := b.o
-	px, err := b.proxy(upstream.URL(), ledger)
+	var env []string
+	if o.GoMaxProcs > 0 {
+		env = []string{fmt.Sprintf("GOMAXPROCS=%d", o.GoMaxProcs)}
+	}
+	px, err := b.proxyEnv(env, upstream.URL(), ledger)
 	if err != nil {
 		return err
 	}
 	defer b.stop(px, "reads-"+up+"-favaproxy")
 	setups := []readSetup{{name: "direct", base: upstream.URL()}, {name: "favaproxy", base: px.URL(), pids: []int{px.Cmd.Process.Pid}}}
-	gp, err := b.goProxy(upstream.URL())
+	gp, err := b.goProxy(env, upstream.URL())
 	if err != nil {
 		return err
 	}
@@ -267,9 +275,10 @@ func (b *bench) static(ctx context.Context, ledger string, paths ...string) (*pr
 	return p, nil
 }
 
-// goProxy starts the bare Go reverse proxy in front of upstream.
-func (b *bench) goProxy(upstream string) (*proctest.Proc, error) {
-	p, err := proctest.StartProcess(b.benchserve, "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream)
+// goProxy starts the bare Go reverse proxy in front of upstream, with env
+// added to its environment.
+func (b *bench) goProxy(env []string, upstream string) (*proctest.Proc, error) {
+	p, err := proctest.StartProcessEnv(env, b.benchserve, "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream)
 	if err != nil {
 		return nil, fmt.Errorf("start go reverse proxy: %w", err)
 	}

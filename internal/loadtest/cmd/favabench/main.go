@@ -39,6 +39,7 @@ func main() {
 	flag.DurationVar(&o.ReloadCost, "reload-cost", 0, "emulator reload cost per transaction for writes (default 130µs)")
 	flag.DurationVar(&o.ReadDuration, "read-duration", 0, "length of each read run, per setup, route and upstream (default 10s, quick 1s)")
 	flag.StringVar(&upstreams, "read-upstreams", "", "comma-separated upstreams of the read phase: static,emulator,fava-speed (default all; quick static,fava-speed)")
+	flag.IntVar(&o.GoMaxProcs, "gomaxprocs", 0, "GOMAXPROCS of favaproxy and of the bare Go proxy in the read phase (default: Go's, the number of cores)")
 	flag.DurationVar(&o.RequestCost, "request-cost", 0, "CPU time the fava-speed upstream burns per request (default 400µs)")
 	flag.IntVar(&o.ReadConnections, "connections", 0, "read connections (default 16, quick 4)")
 	flag.IntVar(&o.ReadThreads, "threads", 0, "wrk threads (default 2, or 1 with 2 cores or fewer; quick 1)")
