@@ -12,15 +12,15 @@ import (
 	"time"
 )
 
-// leanTransport carries bodiless requests (the reads) to one upstream over
-// HTTP/1.1 keep-alive connections, writing the request and reading the
-// answer on the caller's goroutine. http.Transport hands every request to a
+// leanTransport carries bodiless GET, HEAD and OPTIONS requests (the reads)
+// to one upstream over HTTP/1.1 keep-alive connections, writing the request
+// and reading the answer on the caller's goroutine. http.Transport hands every request to a
 // writer goroutine and every answer back from a reader goroutine of the
 // connection, four goroutine switches per request, which on a small
 // machine cost as much as the rest of a read. The protocol itself is
 // net/http's: http.Request.Write frames the request and http.ReadResponse
-// parses the answer. Anything else (a body, an upgrade, another host or
-// scheme) goes to the fallback http.Transport.
+// parses the answer. Anything else (another method, a body, an upgrade,
+// another host or scheme) goes to the fallback http.Transport.
 type leanTransport struct {
 	host     string // upstream host:port; only "http" requests to it
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -46,14 +46,24 @@ type leanConn struct {
 // and falls back as fallback does and keeps as many idle connections as it
 // keeps per host.
 func newLeanTransport(host string, fallback *http.Transport, headerTimeout time.Duration) *leanTransport {
-	return &leanTransport{host: host, dial: fallback.DialContext, fallback: fallback,
+	t := &leanTransport{host: host, dial: fallback.DialContext, fallback: fallback,
 		headerTimeout: headerTimeout, maxIdle: fallback.MaxIdleConnsPerHost}
+	if t.dial == nil {
+		t.dial = (&net.Dialer{}).DialContext
+	}
+	return t
+}
+
+// leanMethod reports whether requests of method go the lean way: the
+// methods of reads, which may be sent again on a new connection.
+func leanMethod(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
 }
 
 // RoundTrip implements http.RoundTripper.
 func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "http" || req.URL.Host != t.host || (req.Body != nil && req.Body != http.NoBody) ||
-		req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
+	if !leanMethod(req.Method) || req.URL.Scheme != "http" || req.URL.Host != t.host ||
+		(req.Body != nil && req.Body != http.NoBody) || req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
 		return t.fallback.RoundTrip(req)
 	}
 	ctx := req.Context()

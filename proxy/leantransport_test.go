@@ -197,6 +197,22 @@ func TestLeanTransport(t *testing.T) {
 			t.Fatalf("PUT: %d %q %v, want 200 %q", status, body, err, "PUT data")
 		}
 	})
+	t.Run("OtherMethodsFallBack", func(t *testing.T) {
+		// A bodiless DELETE is not a read: it must never be sent twice, so
+		// it takes http.Transport's way (a connection of its own here).
+		up := newLeanUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Method) })
+		lt := newTestLean(t, up.URL, time.Second)
+		if _, _, err := leanGet(t, lt, ctx, http.MethodGet, up.URL+"/", nil); err != nil {
+			t.Fatal(err)
+		}
+		status, body, err := leanGet(t, lt, ctx, http.MethodDelete, up.URL+"/", nil)
+		if err != nil || status != http.StatusOK || body != "DELETE" {
+			t.Fatalf("DELETE: %d %q %v", status, body, err)
+		}
+		if got, want := up.conns.Load(), int64(2); got != want {
+			t.Fatalf("connections=%d, want %d (the DELETE on the fallback's own)", got, want)
+		}
+	})
 	t.Run("HeadHasNoBody", func(t *testing.T) {
 		up := newLeanUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", "5")
