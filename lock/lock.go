@@ -288,8 +288,8 @@ func (l *File) RLock(ctx context.Context) (release func(), err error) {
 
 // TryRLock takes the lock shared if it can at once and without a system
 // call: when no writer of this process holds or waits for the lock and a
-// reader could join without passing the turnstile (see RLock). Otherwise it holds
-// nothing and ok is false. release behaves as RLock's.
+// reader could join without passing the turnstile (see RLock). Otherwise
+// it holds nothing and ok is false. release behaves as RLock's.
 func (l *File) TryRLock() (release func(), ok bool) {
 	if !l.sem.TryAcquire(1) {
 		return nil, false
