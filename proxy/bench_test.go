@@ -54,8 +54,10 @@ func BenchmarkPassThrough(b *testing.B) {
 	})
 	b.Cleanup(bare.Close)
 	// favaproxy with the cross-process lock of the real command.
-	fl := startProxy(b, testConfig(b, up.URL), Options{Logger: discardLogger(),
-		NewLocker: func(l config.Ledger) (ledger.Locker, error) { return lock.New(l.LockPath()), nil }})
+	flCfg := testConfig(b, up.URL)
+	lockPath := flCfg.Ledgers[0].LockPath()
+	fl := startProxy(b, flCfg, Options{Logger: discardLogger(),
+		AdjustLedger: func(lo *ledger.Options) { lo.Locker = lock.New(lockPath) }})
 	b.Run("Direct", func(b *testing.B) { get(b, up.URL+"/"+testSlug+"/income_statement/") })
 	b.Run("BareReverseProxy", func(b *testing.B) { get(b, bare.URL+"/"+testSlug+"/income_statement/") })
 	b.Run("ProxyStatic", func(b *testing.B) { get(b, p.URL+"/static/page.html") })

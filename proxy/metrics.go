@@ -84,6 +84,16 @@ type metrics struct {
 	registry *prometheus.Registry
 	handler  http.Handler
 
+	// The series every request moves, resolved once rather than looked up
+	// by their label values per request: by kind (metricKindIndex), and
+	// for requests_total by kind and status code, resolved on first use.
+	requestDurationBy  [len(metricKindsIndexed)]prometheus.Observer
+	upstreamDurationBy [len(metricKindsIndexed)]prometheus.Observer
+	requestsBy         [len(metricKindsIndexed)][maxMetricCode]atomic.Pointer[prometheus.Counter]
+	// ledgers holds each ledger's lock series by mode index (0 exclusive,
+	// 1 shared); written by addLedger before the server serves.
+	ledgers map[string]*ledgerSeries
+
 	requests              *prometheus.CounterVec   // kind, code
 	requestDuration       *prometheus.HistogramVec // kind
 	lockWait              *prometheus.HistogramVec // ledger, mode
@@ -98,16 +108,6 @@ type metrics struct {
 	rejected              *prometheus.CounterVec   // reason
 	rollbacks             *prometheus.CounterVec   // ledger, event
 	fsync                 *prometheus.HistogramVec // ledger
-
-	// The series every request moves, resolved once rather than looked up
-	// by their label values per request: by kind (metricKindIndex), and
-	// for requests_total by kind and status code, resolved on first use.
-	requestDurationBy  [len(metricKindsIndexed)]prometheus.Observer
-	upstreamDurationBy [len(metricKindsIndexed)]prometheus.Observer
-	requestsBy         [len(metricKindsIndexed)][maxMetricCode]atomic.Pointer[prometheus.Counter]
-	// ledgers holds each ledger's lock series by mode index (0 exclusive,
-	// 1 shared); written by addLedger before the server serves.
-	ledgers map[string]*ledgerSeries
 }
 
 // ledgerSeries are the lock series of one ledger, by mode index.

@@ -44,10 +44,10 @@ type Options struct {
 	// readers–writer lock per ledger, which excludes nothing outside this
 	// process (fine for tests, not for production).
 	NewLocker func(config.Ledger) (ledger.Locker, error)
-	// Transport carries requests to Fava. Nil means NewTransport's for
-	// writes (without keep-alive) and, for reads, a transport that sends
-	// bodiless requests on the caller's goroutine over NewTransport's
-	// connection settings (leanTransport).
+	// Transport carries requests to Fava. Nil means an *http.Transport
+	// tuned from cfg.Timeouts (NewTransport; without keep-alive for
+	// writes), which reads reach through leanTransport: bodiless reads
+	// are sent on the caller's goroutine over its connection settings.
 	Transport http.RoundTripper
 	// ReadyChecks are further readiness checks, by name, that /readyz runs
 	// besides its own; for example "fava" when favaproxy runs Fava itself.
