@@ -492,6 +492,12 @@ func (l *Ledger) lockFor(ctx context.Context, req *Request) (release func(), err
 // RLock takes the ledger's shared lock for a read, waiting at most
 // lock_timeout.
 func (l *Ledger) RLock(ctx context.Context) (release func(), err error) {
+	if tl, ok := l.lock.(TryRLocker); ok {
+		if release, ok := tl.TryRLock(); ok {
+			l.metrics.LockWait(l.slug, ModeShared, 0)
+			return l.timeHold(ModeShared, release), nil
+		}
+	}
 	lctx, cancel := context.WithTimeout(ctx, l.all.LockTimeout)
 	defer cancel()
 	t0 := time.Now()
@@ -506,11 +512,27 @@ func (l *Ledger) RLock(ctx context.Context) (release func(), err error) {
 // timeHold returns release wrapped so that it runs once and observes how
 // long the lock was held; later calls do nothing.
 func (l *Ledger) timeHold(mode string, release func()) func() {
-	start := time.Now()
-	return sync.OnceFunc(func() {
-		release()
-		l.metrics.LockHold(l.slug, mode, time.Since(start))
-	})
+	h := &hold{l: l, mode: mode, release: release, start: time.Now()}
+	return h.end
+}
+
+// hold is a lock held, for timeHold: one allocation per read rather than
+// sync.OnceFunc's several.
+type hold struct {
+	l       *Ledger
+	mode    string
+	release func()
+	start   time.Time
+	once    sync.Once
+}
+
+// end releases the lock the first time it is called; a call while another
+// runs returns once that one has released it, as with sync.OnceFunc.
+func (h *hold) end() { h.once.Do(h.doEnd) }
+
+func (h *hold) doEnd() {
+	h.release()
+	h.l.metrics.LockHold(h.l.slug, h.mode, time.Since(h.start))
 }
 
 // lost reports whether the ledger lock this process holds has been lost

@@ -23,6 +23,14 @@ type Locker interface {
 // taken at all (for example, whether its file opens).
 type Checker interface{ Check() error }
 
+// TryRLocker is a Locker that can say at once whether it can take the lock
+// shared without waiting, and take it then. A read asks it first, so that
+// the common read (no writer about) sets up no deadline for a wait;
+// release behaves as RLock's.
+type TryRLocker interface {
+	TryRLock() (release func(), ok bool)
+}
+
 // LossReporter is a Locker whose exclusive hold can be lost while held: a
 // lease that expired because its holder could not renew it in time. Lost,
 // called while this process holds the lock exclusively, returns a channel
@@ -60,7 +68,10 @@ type rwLock struct {
 	changed chan struct{}
 }
 
-var _ Locker = (*rwLock)(nil)
+var (
+	_ Locker     = (*rwLock)(nil)
+	_ TryRLocker = (*rwLock)(nil)
+)
 
 // NewRWLock returns an in-process readers–writer lock: the Locker of a
 // ledger that no other process writes.
@@ -106,6 +117,17 @@ func (l *rwLock) Lock(ctx context.Context) (func(), error) {
 	}), nil
 }
 
+// TryRLock takes the lock shared when no writer holds it or waits for it.
+func (l *rwLock) TryRLock() (func(), bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.writer || l.waitingWriters > 0 {
+		return nil, false
+	}
+	l.readers++
+	return l.readRelease(), true
+}
+
 func (l *rwLock) RLock(ctx context.Context) (func(), error) {
 	l.mu.Lock()
 	for l.writer || l.waitingWriters > 0 {
@@ -120,6 +142,11 @@ func (l *rwLock) RLock(ctx context.Context) (func(), error) {
 	}
 	l.readers++
 	l.mu.Unlock()
+	return l.readRelease(), nil
+}
+
+// readRelease returns the release of a reader that holds the lock.
+func (l *rwLock) readRelease() func() {
 	return sync.OnceFunc(func() {
 		l.mu.Lock()
 		l.readers--
@@ -127,5 +154,5 @@ func (l *rwLock) RLock(ctx context.Context) (func(), error) {
 			l.broadcast()
 		}
 		l.mu.Unlock()
-	}), nil
+	})
 }

@@ -83,3 +83,42 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestRWLockTryRLock(t *testing.T) {
+	ctx := context.Background()
+	l := NewRWLock().(*rwLock)
+	r1, ok := l.TryRLock()
+	if !ok {
+		t.Fatal("TryRLock of a free lock: refused")
+	}
+	got := make(chan func(), 1)
+	go func() {
+		w, _ := l.Lock(ctx)
+		got <- w
+	}()
+	for {
+		l.mu.Lock()
+		waiting := l.waitingWriters
+		l.mu.Unlock()
+		if waiting > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if r, ok := l.TryRLock(); ok {
+		r()
+		t.Fatal("TryRLock while a writer waits: ok, want a refusal")
+	}
+	r1()
+	w := <-got
+	if r, ok := l.TryRLock(); ok {
+		r()
+		t.Fatal("TryRLock while a writer holds the lock: ok, want a refusal")
+	}
+	w()
+	r2, ok := l.TryRLock()
+	if !ok {
+		t.Fatal("TryRLock after the writer left: refused")
+	}
+	r2()
+}

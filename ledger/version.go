@@ -4,11 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/fava"
@@ -162,22 +162,29 @@ type fileStamp struct {
 func statAll(files []string) []fileStamp {
 	out := make([]fileStamp, len(files))
 	for i, f := range files {
-		fi, err := os.Stat(f)
-		if err != nil {
-			continue
-		}
-		st := fileStamp{size: fi.Size(), mtime: fi.ModTime().UnixNano(), ok: true}
-		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-			st.ino = sys.Ino
-		}
-		out[i] = st
+		out[i] = statFile(f)
 	}
 	return out
 }
 
-// fresh reports whether no file changed since c was computed.
+// statFile returns f's stamp; ok is false when it cannot be stat'ed.
+func statFile(f string) fileStamp {
+	var st unix.Stat_t
+	if err := unix.Stat(f, &st); err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{size: st.Size, mtime: st.Mtim.Nano(), ino: st.Ino, ok: true}
+}
+
+// fresh reports whether no file changed since c was computed. It runs on
+// every read, so it stats into a value and allocates nothing else.
 func (c *versionCache) fresh() bool {
-	return slices.Equal(statAll(c.files), c.stamps)
+	for i, f := range c.files {
+		if statFile(f) != c.stamps[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // racy reports whether a file was modified so recently that another

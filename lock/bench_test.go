@@ -44,9 +44,9 @@ func BenchmarkLockUnlock(b *testing.B) {
 		}
 	})
 	b.Run("SharedOverlapping", func(b *testing.B) {
-		// Readers overlapping another reader reuse the process's shared
-		// flock: only the turnstile pass, two non-blocking flock calls on
-		// the descriptor kept open.
+		// Readers overlapping another reader join the process's shared
+		// flock without a system call while no writer announces a wait;
+		// one of them passes the turnstile every GateInterval.
 		l := newFile(b)
 		hold, err := l.RLock(ctx)
 		if err != nil {

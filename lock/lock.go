@@ -14,18 +14,34 @@
 //  3. a flock(2) lock, through github.com/gofrs/flock, on the dedicated lock
 //     file beside the ledger (never the ledger itself: editors that save by
 //     rename replace its inode). A writer takes it exclusively; the first
-//     reader of the process takes it shared and the last reader releases
-//     it. gofrs/flock opens the file by its path for each lock and closes
-//     it on unlock, so a lock file removed and created again is picked up.
+//     reader of the process takes it shared, and it is released when the
+//     last reader has been gone for GateInterval (at once if a writer
+//     waits, and before a writer of the process takes it), so that reads
+//     that follow each other closely do not take and drop it each time.
+//     gofrs/flock opens the file by its path for each lock and closes it on
+//     unlock, so a lock file removed and created again is picked up.
 //
-// The turnstile is passed by every reader, so it is the one lock on the hot
-// path of reads, and readers pass it concurrently on one open file
-// description. Its descriptor is therefore opened once and kept (a writer
-// reopens it if the path names another file), and taken with flock(2)
-// directly: gofrs/flock would open and close the file for every pass and
-// keeps one locked state per Flock, not one per passing reader. A reader
-// that joins the readers already in costs two non-blocking flock calls on
-// the open descriptor and no open or close.
+// A reader of a process that holds the shared file lock needs no system
+// call: the process holds the file lock already, and the turnstile only
+// matters when a writer waits. So a writer announces its wait in the
+// turnstile file's first 8 bytes, mapped shared (mmap(2)) by every process
+// that locks the file: "a writer waits until T" (Unix nanoseconds), which
+// it pushes forward every RetryDelay while it waits. A reader skips the
+// turnstile when the process holds the shared file lock, no announcement
+// is in force and the process passed the turnstile within GateInterval;
+// otherwise it passes it as described above. The announcement only decides
+// who waits for whom: it never lets a reader hold the lock while a writer
+// does, because the skipping reader joins a shared file lock its process
+// holds, which no writer can hold at the same time. A writer that cannot
+// announce (a lock file it may not write, an older favaproxy) still stops
+// new readers everywhere within GateInterval, when their process next
+// passes the turnstile; a writer that dies stops its announcement within
+// announceFor.
+//
+// The turnstile's descriptor and mapping are opened once and kept (a writer
+// reopens them if the path names another file), and it is taken with
+// flock(2) directly: gofrs/flock would open and close the file for every
+// pass and keeps one locked state per Flock, not one per passing reader.
 //
 // The in-process lock always comes first, because flock(2) locks belong to
 // an open file description, which is not a mutex between goroutines: a second
@@ -44,8 +60,10 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/gofrs/flock"
 	"golang.org/x/sync/semaphore"
@@ -60,14 +78,34 @@ const RetryDelay = 5 * time.Millisecond
 // GateSuffix is appended to the lock file's path to name the turnstile file.
 const GateSuffix = ".gate"
 
+// GateInterval is the longest a process's readers go without passing the
+// turnstile: past it, the next reader passes it even when no writer has
+// announced a wait. It bounds how long readers of a process can keep a
+// writer waiting that could not announce itself.
+const GateInterval = 20 * time.Millisecond
+
+// announceFor is how far ahead a waiting writer's announcement runs: many
+// times RetryDelay, so that a writer descheduled for a while still stops
+// new readers, and short enough that the announcement of a writer that
+// died ends soon.
+const announceFor = 50 * time.Millisecond
+
+// gateWordSize is the size of the announcement at the start of the turnstile
+// file.
+const gateWordSize = 8
+
 // fileMode is the mode of the lock files, created on first use. They carry
-// no data; 0644 lets other users' `favaproxy lock` open them to take shared
-// and exclusive flocks (flock needs only a read descriptor).
+// no data but the turnstile's announcement; 0644 lets other users'
+// `favaproxy lock` open them to take shared and exclusive flocks (flock
+// needs only a read descriptor; such a writer cannot announce its wait).
 const fileMode = 0o644
 
 // writerWeight is the semaphore weight a writer takes: all of it. Readers
 // take one unit each, so up to writerWeight readers share the lock.
 const writerWeight = 1 << 30
+
+// flockFn is flock(2); tests count its calls.
+var flockFn = syscall.Flock
 
 // File is the lock of one ledger: an in-process writer-preferring RW lock
 // whose waits honour ctx, in front of flock(2) locks on a dedicated lock
@@ -75,77 +113,116 @@ const writerWeight = 1 << 30
 //
 // It is writer-preferring. Within a process, because the semaphore is FIFO:
 // a writer waiting for the readers in front of it blocks every reader that
-// arrives after it. Between processes, because of the turnstile: a writer
-// waiting in another process blocks new readers here, so readers that
-// overlap without pause cannot keep a process's shared lock for ever.
-// Writers among themselves take turns as flock(2) gives them, which is not
-// FIFO across processes.
+// arrives after it. Between processes, because of the turnstile and the
+// writer's announcement: a writer waiting in another process blocks new
+// readers here, so readers that overlap without pause cannot keep a
+// process's shared lock for ever. Writers among themselves take turns as
+// flock(2) gives them, which is not FIFO across processes.
 //
 // The zero value is not usable; call New.
 type File struct {
 	path, gatePath string
 	sem            *semaphore.Weighted // in-process lock, taken before anything else
 
-	// rmu guards readers and the shared state of file. It is a semaphore of
-	// one rather than a sync.Mutex so that a reader waiting behind the first
-	// reader (which may wait long for the file lock) still honours its ctx.
-	rmu     *semaphore.Weighted
-	readers int // in-process readers holding the lock; guarded by rmu
+	// rmu serializes whoever takes or drops the shared file lock: a reader
+	// that passed the turnstile, the drop of a lingering lock and a writer
+	// of this process. It is a semaphore of one rather than a sync.Mutex
+	// so that a reader waiting behind the first reader (which may wait long
+	// for the file lock) still honours its ctx.
+	rmu *semaphore.Weighted
+	// st is the process's shared hold: bit 0 is set while the process holds
+	// the shared file lock, the rest counts the readers holding the lock
+	// (st>>1). The bit is set and cleared only under rmu; readers join
+	// (add 2) without rmu only while it is set, so a reader counted here
+	// always shares a file lock this process holds. When the last reader
+	// leaves, the file lock lingers for linger (see dropIdle), so that
+	// reads one after another do not take and drop it each time.
+	st atomic.Int64
+	// idle runs dropIdle linger after the last reader left.
+	idle *time.Timer
 
 	// file is the lock file. It is locked and unlocked only by a writer
-	// (holding all of sem) or by a reader while readers is 0 or drops to 0
-	// (holding rmu and a unit of sem, so no writer of this process runs):
-	// never by two goroutines at once.
+	// (holding all of sem), or under rmu: never by two goroutines at once.
 	file *flock.Flock
 
-	// gmu guards gate, the turnstile file, opened on first use. Readers
-	// holding a unit of sem use it concurrently (passing the turnstile on
-	// one open file description is harmless: the pass only checks that no
-	// writer holds it); only a writer, holding all of sem, replaces it.
+	// gate is the turnstile file, opened on first use. Readers holding a
+	// unit of sem use it concurrently (passing the turnstile on one open
+	// file description is harmless: the pass only checks that no writer
+	// holds it); only a writer, holding all of sem, replaces it. gmu
+	// serializes its first opening.
 	gmu  sync.Mutex
-	gate *lockFile
+	gate atomic.Pointer[lockFile]
+	// passed is when a reader of this process last passed the turnstile
+	// (Unix nanoseconds).
+	passed atomic.Int64
+	// gateInterval is GateInterval and linger is how long the shared file
+	// lock outlives the last reader, GateInterval too (tests change them).
+	gateInterval, linger time.Duration
 }
 
 // New returns the lock whose file is path (config.Ledger.LockPath()); its
 // turnstile is path+GateSuffix. Both files are created with mode 0644 on
 // first use.
 func New(path string) *File {
-	return &File{
+	l := &File{
 		path:     path,
 		gatePath: path + GateSuffix,
 		file:     flock.New(path, flock.SetPermissions(fileMode)),
 		sem:      semaphore.NewWeighted(writerWeight),
 		rmu:      semaphore.NewWeighted(1),
+
+		gateInterval: GateInterval,
+		linger:       GateInterval,
 	}
+	l.idle = time.AfterFunc(time.Hour, l.dropIdle)
+	l.idle.Stop()
+	return l
 }
 
 // Path returns the lock file's path.
 func (l *File) Path() string { return l.path }
 
-// Lock takes the lock exclusively: first in-process, then the turnstile
-// (closing it to new readers everywhere), then the exclusive file lock, then
-// it reopens the turnstile. When ctx ends before it holds the lock it returns
-// an error wrapping ctx.Err() and holds nothing. release may be called any
-// number of times; it never blocks.
+// Lock takes the lock exclusively: first in-process, then, announcing its
+// wait, the turnstile (closing it to new readers everywhere), then the
+// exclusive file lock, then it reopens the turnstile. When ctx ends before
+// it holds the lock it returns an error wrapping ctx.Err() and holds
+// nothing. release may be called any number of times; it never blocks.
 func (l *File) Lock(ctx context.Context) (release func(), err error) {
 	if err := l.sem.Acquire(ctx, writerWeight); err != nil {
 		return nil, l.waitErr("exclusive", err)
 	}
+	// Holding all of sem, no reader of this process holds the lock, but
+	// the shared file lock may linger: drop it (under rmu, so that
+	// dropIdle cannot drop the exclusive lock taken below).
+	if err := l.rmu.Acquire(ctx, 1); err != nil {
+		l.sem.Release(writerWeight)
+		return nil, l.waitErr("exclusive", err)
+	}
+	if l.st.CompareAndSwap(1, 0) {
+		_ = l.file.Unlock()
+	}
+	l.rmu.Release(1)
 	// Holding all of sem, no other goroutine of this process uses the
 	// turnstile: it may be reopened.
 	l.gmu.Lock()
-	l.gate, err = current(l.gate, l.gatePath)
-	gate := l.gate
+	gate, err := current(l.gate.Load(), l.gatePath)
+	l.gate.Store(gate)
 	l.gmu.Unlock()
 	if err != nil {
 		l.sem.Release(writerWeight)
 		return nil, l.waitErr("exclusive", err)
 	}
-	if err := poll(ctx, gate, syscall.LOCK_EX); err != nil {
+	if err := poll(ctx, gate, syscall.LOCK_EX, gate.announce); err != nil {
 		l.sem.Release(writerWeight)
 		return nil, l.waitErr("exclusive", err)
 	}
-	_, err = l.file.TryLockContext(ctx, RetryDelay)
+	err = pollFile(ctx, l.file, gate.announce)
+	if err == nil {
+		// No reader anywhere joins a shared lock while this one is held,
+		// so the announcement has done its work; writers still waiting
+		// renew theirs within RetryDelay.
+		gate.withdraw()
+	}
 	gate.unlock()
 	if err != nil {
 		l.sem.Release(writerWeight)
@@ -160,57 +237,121 @@ func (l *File) Lock(ctx context.Context) (release func(), err error) {
 	}, nil
 }
 
-// RLock takes the lock shared: first in-process, then it passes the
-// turnstile (waiting while a writer anywhere waits), then, for the first
-// reader of the process, the shared file lock, which the last reader
-// releases. Errors and release behave as for Lock.
+// RLock takes the lock shared: first in-process; then, when this process
+// holds the shared file lock, no writer has announced a wait and the
+// turnstile was passed within GateInterval, it joins without a system call.
+// Otherwise it passes the turnstile (waiting while a writer anywhere waits)
+// and takes the shared file lock if the process does not hold it. Errors
+// and release behave as for Lock.
 func (l *File) RLock(ctx context.Context) (release func(), err error) {
 	if err := l.sem.Acquire(ctx, 1); err != nil {
 		return nil, l.waitErr("shared", err)
 	}
-	l.gmu.Lock()
-	if l.gate == nil {
-		l.gate, err = openLockFile(l.gatePath)
+	if l.join() {
+		return l.readRelease(), nil
 	}
-	gate := l.gate
-	l.gmu.Unlock()
+	gate := l.gate.Load()
+	if gate == nil {
+		l.gmu.Lock()
+		if gate = l.gate.Load(); gate == nil {
+			if gate, err = openLockFile(l.gatePath); err == nil {
+				l.gate.Store(gate)
+			}
+		}
+		l.gmu.Unlock()
+	}
 	if err == nil {
-		err = poll(ctx, gate, syscall.LOCK_SH)
+		err = poll(ctx, gate, syscall.LOCK_SH, nil)
 	}
 	if err != nil {
 		l.sem.Release(1)
 		return nil, l.waitErr("shared", err)
 	}
 	gate.unlock()
+	l.passed.Store(time.Now().UnixNano())
 	if err := l.rmu.Acquire(ctx, 1); err != nil {
 		l.sem.Release(1)
 		return nil, l.waitErr("shared", err)
 	}
-	if l.readers == 0 {
+	if l.st.Load()&1 == 0 {
 		if _, err := l.file.TryRLockContext(ctx, RetryDelay); err != nil {
 			l.rmu.Release(1)
 			l.sem.Release(1)
 			return nil, l.waitErr("shared", err)
 		}
+		l.st.Add(1)
 	}
-	l.readers++
+	l.st.Add(2)
 	l.rmu.Release(1)
+	return l.readRelease(), nil
+}
 
+// TryRLock takes the lock shared if it can at once and without a system
+// call: when no writer of this process holds or waits for the lock and a
+// reader could join without passing the turnstile (see RLock). Otherwise
+// it holds nothing and ok is false. release behaves as RLock's.
+func (l *File) TryRLock() (release func(), ok bool) {
+	if !l.sem.TryAcquire(1) {
+		return nil, false
+	}
+	if !l.join() {
+		l.sem.Release(1)
+		return nil, false
+	}
+	return l.readRelease(), true
+}
+
+// join counts one more reader without a system call when this process
+// holds the shared file lock, the turnstile was passed within
+// GateInterval and no writer announces a wait; it reports whether it did.
+// The caller holds a unit of sem.
+func (l *File) join() bool {
+	now := time.Now().UnixNano()
+	if now-l.passed.Load() >= int64(l.gateInterval) {
+		return false
+	}
+	gate := l.gate.Load()
+	if gate == nil || gate.word == nil || gate.word.Load() > now {
+		return false
+	}
+	for n := l.st.Load(); n&1 != 0; n = l.st.Load() {
+		if l.st.CompareAndSwap(n, n+2) {
+			return true
+		}
+	}
+	return false
+}
+
+// readRelease returns the release of a reader. When the last reader of the
+// process leaves, the shared file lock lingers, unless a writer announces
+// a wait: then it is dropped at once.
+func (l *File) readRelease() func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			// rmu is only ever held long by a reader waiting for the file
-			// lock, which happens only while readers == 0, that is, never
-			// while a release is due. So this wait is short.
-			_ = l.rmu.Acquire(context.Background(), 1)
-			l.readers--
-			if l.readers == 0 {
-				_ = l.file.Unlock()
+			if l.st.Add(-2) == 1 {
+				if gate := l.gate.Load(); gate != nil && gate.word != nil && gate.word.Load() > time.Now().UnixNano() {
+					l.dropIdle()
+				} else {
+					l.idle.Reset(l.linger)
+				}
 			}
-			l.rmu.Release(1)
 			l.sem.Release(1)
 		})
-	}, nil
+	}
+}
+
+// dropIdle drops the shared file lock if no reader holds the lock. It
+// gives up when rmu is taken: whoever holds it takes or drops the file lock
+// itself, and a reader that leaves later comes back here.
+func (l *File) dropIdle() {
+	if !l.rmu.TryAcquire(1) {
+		return
+	}
+	if l.st.CompareAndSwap(1, 0) {
+		_ = l.file.Unlock()
+	}
+	l.rmu.Release(1)
 }
 
 // Check reports whether the lock file and its turnstile can be opened
@@ -226,18 +367,81 @@ func (l *File) Check() error {
 	return nil
 }
 
-// lockFile is an open lock file and its descriptor, kept for flock(2).
+// lockFile is an open lock file and its descriptor, kept for flock(2), and
+// for the turnstile, its announcement word mapped shared.
 type lockFile struct {
 	f  *os.File
 	fd int
+	// mem is the file's first gateWordSize bytes, mapped shared; nil when
+	// they could not be mapped. word points into it.
+	mem  []byte
+	word *atomic.Int64
+	// writable reports whether word may be written (announced in).
+	writable bool
 }
 
+// openLockFile opens the turnstile at path, created if missing, and maps
+// its announcement word: read-write when the file can be opened so (and
+// grown to hold the word), read-only otherwise. A file that cannot be
+// mapped is still a turnstile, without announcements.
 func openLockFile(path string) (*lockFile, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY|syscall.O_CLOEXEC, fileMode)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|syscall.O_CLOEXEC, fileMode)
+	writable := err == nil
+	if err != nil {
+		f, err = os.OpenFile(path, os.O_CREATE|os.O_RDONLY|syscall.O_CLOEXEC, fileMode)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
-	return &lockFile{f: f, fd: int(f.Fd())}, nil
+	lf := &lockFile{f: f, fd: int(f.Fd())}
+	fi, err := f.Stat()
+	if err != nil {
+		return lf, nil
+	}
+	if fi.Size() < gateWordSize {
+		// Zeros: no writer waits. The file only ever grows to the word's
+		// size, so a mapping of another process never loses its page.
+		if !writable || f.Truncate(gateWordSize) != nil {
+			return lf, nil
+		}
+	}
+	prot := syscall.PROT_READ
+	if writable {
+		prot |= syscall.PROT_WRITE
+	}
+	mem, err := syscall.Mmap(lf.fd, 0, gateWordSize, prot, syscall.MAP_SHARED)
+	if err != nil {
+		return lf, nil
+	}
+	lf.mem, lf.writable = mem, writable
+	lf.word = (*atomic.Int64)(unsafe.Pointer(&mem[0])) // page-aligned
+	return lf, nil
+}
+
+// close unmaps the announcement word and closes the file, which drops any
+// flock it held. No other goroutine may be using lf.
+func (lf *lockFile) close() {
+	if lf.mem != nil {
+		_ = syscall.Munmap(lf.mem)
+		lf.mem, lf.word = nil, nil
+	}
+	lf.f.Close()
+}
+
+// announce tells readers in every process that a writer waits, for the next
+// announceFor. It does nothing on a turnstile that cannot be written.
+func (lf *lockFile) announce() {
+	if lf.word != nil && lf.writable {
+		lf.word.Store(time.Now().Add(announceFor).UnixNano())
+	}
+}
+
+// withdraw ends the announcement, so that readers may join again without
+// passing the turnstile.
+func (lf *lockFile) withdraw() {
+	if lf.word != nil && lf.writable {
+		lf.word.Store(0)
+	}
 }
 
 // current returns lf if path still names its file, else path opened
@@ -262,7 +466,7 @@ func current(lf *lockFile, path string) (*lockFile, error) {
 		return lf, err
 	}
 	if lf != nil {
-		lf.f.Close()
+		lf.close()
 	}
 	return next, nil
 }
@@ -271,7 +475,7 @@ func current(lf *lockFile, path string) (*lockFile, error) {
 // whether it holds it.
 func (lf *lockFile) try(how int) (bool, error) {
 	for {
-		err := syscall.Flock(lf.fd, how|syscall.LOCK_NB)
+		err := flockFn(lf.fd, how|syscall.LOCK_NB)
 		switch {
 		case err == nil:
 			return true, nil
@@ -291,19 +495,34 @@ func (lf *lockFile) try(how int) (bool, error) {
 // Unlock (gofrs/flock then keeps the descriptor, and its state says locked,
 // which it still is; the in-process lock in front keeps goroutines apart).
 func (lf *lockFile) unlock() {
-	for syscall.Flock(lf.fd, syscall.LOCK_UN) == syscall.EINTR {
+	for flockFn(lf.fd, syscall.LOCK_UN) == syscall.EINTR {
 	}
 }
 
 // poll takes the flock how on lf, polling every RetryDelay, until it holds
-// it or ctx ends.
-func poll(ctx context.Context, lf *lockFile, how int) error {
+// it or ctx ends. tick, if set, runs before every attempt.
+func poll(ctx context.Context, lf *lockFile, how int, tick func()) error {
+	return retry(ctx, tick, func() (bool, error) { return lf.try(how) })
+}
+
+// pollFile takes the exclusive lock of f, polling every RetryDelay, until
+// it holds it or ctx ends. tick runs before every attempt.
+func pollFile(ctx context.Context, f *flock.Flock, tick func()) error {
+	return retry(ctx, tick, f.TryLock)
+}
+
+// retry calls try, and tick before it if set, every RetryDelay until try
+// succeeds or fails, or ctx ends.
+func retry(ctx context.Context, tick func(), try func() (bool, error)) error {
 	var t *time.Timer
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		ok, err := lf.try(how)
+		if tick != nil {
+			tick()
+		}
+		ok, err := try()
 		if err != nil || ok {
 			return err
 		}

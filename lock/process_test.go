@@ -37,6 +37,9 @@ const (
 //	count, count-locked: print "ready", wait for a line on stdin, then
 //	  increment the counter file N times (under the exclusive lock for
 //	  count-locked), print "done".
+//	rewrite: print "ready", wait for a line on stdin, then N times rewrite
+//	  the counter file in place, in two halves with a pause between, under
+//	  the exclusive lock; print "done".
 func TestHelperProcess(t *testing.T) {
 	mode := os.Getenv(envMode)
 	if mode == "" {
@@ -93,6 +96,17 @@ func TestHelperProcess(t *testing.T) {
 		bufio.NewReader(os.Stdin).ReadString('\n')
 		for range n {
 			if err := increment(ctx, os.Getenv(envCounter), l, mode == "count-locked"); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(2)
+			}
+		}
+		fmt.Println("done")
+	case "rewrite":
+		n, _ := strconv.Atoi(os.Getenv(envN))
+		fmt.Println("ready")
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		for i := range n {
+			if err := rewrite(ctx, os.Getenv(envCounter), l, byte('a'+i%26)); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(2)
 			}

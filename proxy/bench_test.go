@@ -4,16 +4,22 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/ledger"
+	"github.com/favaproxy/favaproxy/lock"
 )
 
 // BenchmarkPassThrough compares a GET straight to the upstream with the same
-// GET through favaproxy, for a static file (no lock) and a ledger page
-// (shared lock), all over loopback HTTP. Compare ns/op of the sub-benchmarks
-// from one run.
+// GET through a bare httputil.ReverseProxy configured as favaproxy's, and
+// through favaproxy, for a static file (no lock) and a ledger page (shared
+// lock, in-process or the command's cross-process one), all over loopback
+// HTTP. Compare ns/op and allocs/op of the sub-benchmarks from one run.
 func BenchmarkPassThrough(b *testing.B) {
 	page := strings.Repeat("<tr><td>Assets:Bank</td><td>100.00 USD</td></tr>\n", 40) // ~2 KiB
 	up := startUpstream(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -38,9 +44,25 @@ func BenchmarkPassThrough(b *testing.B) {
 			}
 		}
 	}
+	// The floor of any Go proxy: a bare ReverseProxy with favaproxy's
+	// transport and copy buffers.
+	upURL, _ := url.Parse(up.URL)
+	bare := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite:    func(r *httputil.ProxyRequest) { r.SetURL(upURL); r.SetXForwarded() },
+		Transport:  NewTransport(config.Default().Timeouts),
+		BufferPool: bufferPool{},
+	})
+	b.Cleanup(bare.Close)
+	// favaproxy with the cross-process lock of the real command.
+	flCfg := testConfig(b, up.URL)
+	lockPath := flCfg.Ledgers[0].LockPath()
+	fl := startProxy(b, flCfg, Options{Logger: discardLogger(),
+		AdjustLedger: func(lo *ledger.Options) { lo.Locker = lock.New(lockPath) }})
 	b.Run("Direct", func(b *testing.B) { get(b, up.URL+"/"+testSlug+"/income_statement/") })
+	b.Run("BareReverseProxy", func(b *testing.B) { get(b, bare.URL+"/"+testSlug+"/income_statement/") })
 	b.Run("ProxyStatic", func(b *testing.B) { get(b, p.URL+"/static/page.html") })
 	b.Run("ProxyRead", func(b *testing.B) { get(b, p.URL+"/"+testSlug+"/income_statement/") })
+	b.Run("ProxyReadFileLock", func(b *testing.B) { get(b, fl.URL+"/"+testSlug+"/income_statement/") })
 }
 
 func BenchmarkRWLock(b *testing.B) {

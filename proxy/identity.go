@@ -38,6 +38,34 @@ func normHeader(name string) string {
 	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
+// sameHeader reports whether normHeader(name) == norm, without building
+// the folded name: it runs for every header of every request.
+func sameHeader(name, norm string) bool {
+	for i := 0; i < len(name); i++ {
+		if name[i] >= utf8.RuneSelf {
+			// Unicode case folding can change the length (K, the Kelvin
+			// sign, lowers to k): fold the slow way.
+			return normHeader(name) == norm
+		}
+	}
+	if len(name) != len(norm) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != norm[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // trustedPeer reports whether the request's TCP peer is a trusted proxy.
 func (id *identifier) trustedPeer(r *http.Request) bool {
 	if len(id.trusted) == 0 {
@@ -91,7 +119,7 @@ func (id *identifier) identify(r *http.Request, trusted bool) (favaproxy.User, e
 func (id *identifier) checkConnection(r *http.Request) error {
 	for _, v := range r.Header["Connection"] {
 		for tok := range strings.SplitSeq(v, ",") {
-			if normHeader(strings.TrimSpace(tok)) == id.norm {
+			if sameHeader(strings.TrimSpace(tok), id.norm) {
 				return favaproxy.Errorf(favaproxy.EInvalid, "Connection header names %s", id.header)
 			}
 		}
@@ -122,7 +150,7 @@ func checkUser(s string) *favaproxy.Error {
 // decided.
 func (id *identifier) setIdentity(h http.Header, u favaproxy.User) {
 	for k := range h {
-		if normHeader(k) == id.norm {
+		if sameHeader(k, id.norm) {
 			delete(h, k)
 		}
 	}

@@ -141,3 +141,24 @@ func TestRequestID(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSameHeader checks that sameHeader, which runs for every header of
+// every request, says exactly what comparing normHeader's folding says.
+func FuzzSameHeader(f *testing.F) {
+	for _, s := range [][2]string{
+		{"X-Remote-User", "X-Remote-User"},
+		{"x_remote_user", "X-Remote-User"},
+		{"X-Remote-Users", "X-Remote-User"},
+		{"X-\u212Aey", "x-key"},
+		{"X-Remote-Usér", "X-Remote-Usér"},
+		{"", ""},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, name, header string) {
+		norm := normHeader(header)
+		if got, want := sameHeader(name, norm), normHeader(name) == norm; got != want {
+			t.Fatalf("sameHeader(%q, %q) = %v, want %v", name, norm, got, want)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,7 +65,6 @@ var (
 	metricResolutions     = []string{metricResolutionRelocated, metricResolutionMerged, metricResolutionRetried, metricResolution409}
 	metricUpstreamReasons = []string{metricUpstreamDial, metricUpstreamTimeout, metricUpstreamStatus5xx, metricUpstreamBadReply}
 	metricRejectReasons   = []string{metricRejectInvalid, metricRejectTooLarge, metricRejectUnauthorized, metricRejectForbidden, metricRejectQueueFull, metricRejectLockTimeout, metricRejectBuffersFull}
-	metricKinds           = []string{metricKindRead, metricKindWrite, metricKindStatic, metricOther}
 	metricRollbackEvents  = []string{ledger.RollbackBegun, ledger.RollbackCommitted, ledger.RollbackRestored, ledger.RollbackRecovered}
 )
 
@@ -85,6 +85,16 @@ type metrics struct {
 	registry *prometheus.Registry
 	handler  http.Handler
 
+	// The series every request moves, resolved once rather than looked up
+	// by their label values per request: by kind (metricKindIndex), and
+	// for requests_total by kind and status code, resolved on first use.
+	requestDurationBy  [len(metricKindsIndexed)]prometheus.Observer
+	upstreamDurationBy [len(metricKindsIndexed)]prometheus.Observer
+	requestsBy         [len(metricKindsIndexed)][maxMetricCode]atomic.Pointer[prometheus.Counter]
+	// ledgers holds each ledger's lock series by mode index (0 exclusive,
+	// 1 shared); written by addLedger before the server serves.
+	ledgers map[string]*ledgerSeries
+
 	requests              *prometheus.CounterVec   // kind, code
 	requestDuration       *prometheus.HistogramVec // kind
 	lockWait              *prometheus.HistogramVec // ledger, mode
@@ -102,6 +112,18 @@ type metrics struct {
 	leaseLosses           *prometheus.CounterVec   // ledger
 	fenced                *prometheus.CounterVec   // ledger
 }
+
+// ledgerSeries are the lock series of one ledger, by mode index.
+type ledgerSeries struct {
+	lockWait, lockHold [2]prometheus.Observer
+}
+
+// maxMetricCode bounds the status codes whose requests_total series are
+// kept resolved; others are looked up per request.
+const maxMetricCode = 600
+
+// metricKindsIndexed are the kind labels by metricKindIndex.
+var metricKindsIndexed = [...]string{metricKindRead, metricKindWrite, metricKindStatic, metricOther}
 
 // newMetrics returns favaproxy's collectors registered on a new registry,
 // together with the Go runtime and process collectors.
@@ -190,10 +212,11 @@ func newMetrics() *metrics {
 	)
 	// Series that do not depend on a ledger start at zero, so rate() and
 	// alerts see them before the first event.
-	for _, k := range metricKinds {
-		m.requestDuration.WithLabelValues(k)
-		m.upstreamDuration.WithLabelValues(k)
+	for i, k := range metricKindsIndexed {
+		m.requestDurationBy[i] = m.requestDuration.WithLabelValues(k)
+		m.upstreamDurationBy[i] = m.upstreamDuration.WithLabelValues(k)
 	}
+	m.ledgers = map[string]*ledgerSeries{}
 	for _, r := range metricUpstreamReasons {
 		m.upstreamErrors.WithLabelValues(r)
 	}
@@ -224,6 +247,12 @@ func (m *metrics) addLedger(ledger string) {
 		return
 	}
 	m.queueDepth.WithLabelValues(ledger)
+	ls := &ledgerSeries{}
+	for i, mode := range metricModes {
+		ls.lockWait[i] = m.lockWait.WithLabelValues(ledger, mode)
+		ls.lockHold[i] = m.lockHold.WithLabelValues(ledger, mode)
+	}
+	m.ledgers[ledger] = ls
 	for _, k := range metricConflictKinds {
 		for _, r := range metricResolutions {
 			m.conflicts.WithLabelValues(ledger, k, r)
@@ -268,19 +297,20 @@ func (m *metrics) Fsync(ledger string, d time.Duration) {
 	m.fsync.WithLabelValues(ledger).Observe(d.Seconds())
 }
 
-// metricKind maps a request's kind to the kind label: read, static, write
-// (every kind that changes a ledger) or other (no kind: favaproxy's own
-// routes and requests refused before classification).
-func metricKind(k favaproxy.Kind) string {
+// metricKindIndex maps a request's kind to the index in metricKindsIndexed
+// of its kind label: read, static, write (every kind that changes a ledger)
+// or other (no kind: favaproxy's own routes and requests refused before
+// classification).
+func metricKindIndex(k favaproxy.Kind) int {
 	switch {
 	case k == favaproxy.KindRead:
-		return metricKindRead
+		return 0
 	case k == favaproxy.KindStatic:
-		return metricKindStatic
+		return 2
 	case k.IsWrite():
-		return metricKindWrite
+		return 1
 	default:
-		return metricOther
+		return 3
 	}
 }
 
@@ -299,10 +329,43 @@ func (m *metrics) request(kind favaproxy.Kind, code int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	k := metricKind(kind)
-	m.requests.WithLabelValues(k, strconv.Itoa(code)).Inc()
-	m.requestDuration.WithLabelValues(k).Observe(d.Seconds())
+	k := metricKindIndex(kind)
+	m.requestCounter(k, code).Inc()
+	m.requestDurationBy[k].Observe(d.Seconds())
 }
+
+// requestCounter returns the requests_total series of kind index k and
+// code, resolving it once per pair.
+func (m *metrics) requestCounter(k, code int) prometheus.Counter {
+	if code < 0 || code >= maxMetricCode {
+		return m.requests.WithLabelValues(metricKindsIndexed[k], strconv.Itoa(code))
+	}
+	slot := &m.requestsBy[k][code]
+	if c := slot.Load(); c != nil {
+		return *c
+	}
+	c := m.requests.WithLabelValues(metricKindsIndexed[k], strconv.Itoa(code))
+	slot.Store(&c)
+	return c
+}
+
+// lockSeries returns the lock series of ledger and mode from vec's
+// resolved ones (pick chooses lockWait or lockHold), looking them up for a
+// ledger addLedger did not add.
+func (m *metrics) lockSeries(vec *prometheus.HistogramVec, pick func(*ledgerSeries) *[2]prometheus.Observer, ledger, mode string) prometheus.Observer {
+	if ls := m.ledgers[ledger]; ls != nil {
+		switch mode {
+		case metricModeExclusive:
+			return pick(ls)[0]
+		case metricModeShared:
+			return pick(ls)[1]
+		}
+	}
+	return vec.WithLabelValues(ledger, metricOneOf(mode, metricModes))
+}
+
+func lockWaitSeries(ls *ledgerSeries) *[2]prometheus.Observer { return &ls.lockWait }
+func lockHoldSeries(ls *ledgerSeries) *[2]prometheus.Observer { return &ls.lockHold }
 
 // LockWait observes the wait for a ledger's lock; mode is
 // "exclusive" or "shared".
@@ -310,7 +373,7 @@ func (m *metrics) LockWait(ledger, mode string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.lockWait.WithLabelValues(ledger, metricOneOf(mode, metricModes)).Observe(d.Seconds())
+	m.lockSeries(m.lockWait, lockWaitSeries, ledger, mode).Observe(d.Seconds())
 }
 
 // LockHold observes how long a ledger's lock was held; mode is
@@ -319,7 +382,7 @@ func (m *metrics) LockHold(ledger, mode string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.lockHold.WithLabelValues(ledger, metricOneOf(mode, metricModes)).Observe(d.Seconds())
+	m.lockSeries(m.lockHold, lockHoldSeries, ledger, mode).Observe(d.Seconds())
 }
 
 // QueueDepth moves the number of writes waiting for a ledger's lock by
@@ -371,7 +434,7 @@ func (m *metrics) Upstream(kind favaproxy.Kind, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.upstreamDuration.WithLabelValues(metricKind(kind)).Observe(d.Seconds())
+	m.upstreamDurationBy[metricKindIndex(kind)].Observe(d.Seconds())
 }
 
 // UpstreamError counts a failed forward: reason is "dial", "timeout",

@@ -39,7 +39,8 @@ func (s *Server) serveRead(w http.ResponseWriter, r *http.Request, info *reqInfo
 	if l != nil {
 		// The answer holds the ledger's shared lock until it is sent: a
 		// client that stops reading must not hold it for ever.
-		sw := &stallWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: s.cfg.Timeouts.Stall}
+		info.sw = stallWriter{ResponseWriter: w, rc: *http.NewResponseController(w), stall: s.cfg.Timeouts.Stall}
+		sw := &info.sw
 		// Clear the deadline for the next request the connection carries.
 		defer sw.rc.SetWriteDeadline(time.Time{})
 		w = sw
@@ -53,7 +54,7 @@ func (s *Server) serveRead(w http.ResponseWriter, r *http.Request, info *reqInfo
 // which releases the ledger's shared lock).
 type stallWriter struct {
 	http.ResponseWriter
-	rc    *http.ResponseController
+	rc    http.ResponseController
 	stall time.Duration
 }
 
@@ -75,26 +76,28 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	out.Host = pr.In.Host
 	setForwarded(out.Header, pr.In, info.trusted)
 	s.id.setIdentity(out.Header, info.user)
-	out.Header.Set("X-Request-ID", info.requestID)
+	out.Header["X-Request-Id"] = []string{info.requestID}
 	info.upstreamStart = time.Now()
 }
 
 // modifyResponse makes a read's shared lock end when Fava's body does.
 func (s *Server) modifyResponse(resp *http.Response) error {
 	s.metrics.countUpstreamError(nil, resp.StatusCode)
-	// favaproxy's own X-Request-ID is already set on the answer.
-	resp.Header.Del("X-Request-ID")
+	// favaproxy's own X-Request-ID is already set on the answer. (Headers
+	// here are named in canonical form, so the map is used directly.)
+	delete(resp.Header, "X-Request-Id")
 	info, _ := resp.Request.Context().Value(infoKey{}).(*reqInfo)
 	if info == nil {
 		return nil
 	}
 	s.metrics.Upstream(info.kind, time.Since(info.upstreamStart))
 	if info.release != nil {
-		resp.Body = &releaseBody{ReadCloser: resp.Body, release: info.release}
+		info.body = releaseBody{ReadCloser: resp.Body, release: info.release}
+		resp.Body = &info.body
 	}
-	if info.etag != "" && resp.StatusCode < 300 && resp.Header.Get("ETag") == "" {
+	if v := resp.Header["Etag"]; info.etag != "" && resp.StatusCode < 300 && (len(v) == 0 || v[0] == "") {
 		// The ledger's version: what a write's If-Match names.
-		resp.Header.Set("ETag", info.etag)
+		resp.Header["Etag"] = []string{info.etag}
 	}
 	if resp.Request.Method == http.MethodGet && strings.HasSuffix(info.cleanPath, "/api/source") {
 		// A GET source of a ledger: /<slug>/api/source.
@@ -187,7 +190,9 @@ func requestID(r *http.Request) string {
 	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	var h [2 * len(b)]byte
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 // validRequestID reports whether v may be used as a request ID: it ends up

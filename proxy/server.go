@@ -47,7 +47,9 @@ type Options struct {
 	// outside this process (lock.backend none).
 	NewLocker func(l config.Ledger, hooks lock.EtcdHooks) (ledger.Locker, error)
 	// Transport carries requests to Fava. Nil means an *http.Transport
-	// tuned from cfg.Timeouts.
+	// tuned from cfg.Timeouts (NewTransport; without keep-alive for
+	// writes), which reads reach through leanTransport: bodiless reads
+	// are sent on the caller's goroutine over its connection settings.
 	Transport http.RoundTripper
 	// ReadyChecks are further readiness checks, by name, that /readyz runs
 	// besides its own; for example "fava" when favaproxy runs Fava itself.
@@ -134,11 +136,11 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	}
 
 	if s.transport == nil {
-		t := newTransport(cfg.Timeouts)
-		s.transport = t
+		t := NewTransport(cfg.Timeouts)
 		wt := t.Clone()
 		wt.DisableKeepAlives = true
 		s.writeTransport = wt
+		s.transport = newLeanTransport(s.upstream.Host, t, cfg.Timeouts.Upstream)
 	} else {
 		s.writeTransport = s.transport
 	}
@@ -271,10 +273,13 @@ func resolveSlugs(ls []config.Ledger) ([]string, error) {
 	return out, nil
 }
 
-// newTransport returns the transport to Fava: bounded dial and header
+// NewTransport returns the transport to Fava: bounded dial and header
 // waits, no environment proxy, no transparent gzip (answers pass as Fava
-// sent them), and enough idle connections for concurrent clients.
-func newTransport(t config.Timeouts) *http.Transport {
+// sent them), and enough idle connections for concurrent clients (64 per
+// host: net/http's default of 2 would open and close a connection for most
+// requests of 16 concurrent clients). favabench's bare ReverseProxy uses it
+// too, so that the two are compared on equal terms.
+func NewTransport(t config.Timeouts) *http.Transport {
 	d := &net.Dialer{Timeout: t.Dial, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 nil,
@@ -421,6 +426,10 @@ type reqInfo struct {
 	// etag is the ledger's version while a read holds its shared lock,
 	// sent as the answer's ETag when Fava sets none.
 	etag string
+	// sw and body are a read's answer writer and Fava's body, kept here
+	// so that a read allocates them with its reqInfo.
+	sw   stallWriter
+	body releaseBody
 }
 
 type infoKey struct{}
@@ -431,7 +440,7 @@ func (s *Server) dispatch(c *echo.Context) error {
 	slug, kind := s.cls.route(r.Method, r.URL.Path)
 	trusted := s.id.trustedPeer(r)
 	info := &reqInfo{trusted: trusted, requestID: requestID(r), cleanPath: s.cls.strip(cleanPath(r.URL.Path)), kind: kind}
-	w.Header().Set("X-Request-ID", info.requestID)
+	w.Header()["X-Request-Id"] = []string{info.requestID}
 	user, err := s.who(r, trusted)
 	if err != nil {
 		setChallenge(w, err)

@@ -13,7 +13,10 @@ import (
 )
 
 // The proxy takes every ledger's lock through its own tiny interface.
-var _ ledger.Locker = (*lock.File)(nil)
+var (
+	_ ledger.Locker     = (*lock.File)(nil)
+	_ ledger.TryRLocker = (*lock.File)(nil)
+)
 
 func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{

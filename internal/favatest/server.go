@@ -18,11 +18,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/favaproxy/favaproxy/beancount"
 	"github.com/favaproxy/favaproxy/checksum"
@@ -54,6 +57,11 @@ type Options struct {
 	// Trace is the path of a trace file that every write and every ledger
 	// read appends JSON lines to (see Overlaps). Empty means no trace.
 	Trace string
+	// RequestCost is CPU time every request burns, one request at a time
+	// (Fava renders in Python, under one interpreter lock), so that the
+	// emulator answers about as many requests per second as Fava and takes
+	// as much of the machine. Zero means none.
+	RequestCost time.Duration
 }
 
 // Server is an http.Handler that behaves like Fava serving some ledgers.
@@ -62,6 +70,36 @@ type Server struct {
 	style   *style
 	ledgers []*ledger
 	trace   *tracer
+
+	// gil serializes the RequestCost of requests, as Python's
+	// interpreter lock serializes Fava's threads.
+	gil sync.Mutex
+}
+
+// burn spins for d of CPU time while holding s.gil. It counts the CPU
+// time of its thread (to which it is locked), not time passed, so that on a
+// loaded machine a request still costs d of the machine. The sum it
+// returns is only there to give the loop a result.
+func (s *Server) burn(d time.Duration) uint64 {
+	s.gil.Lock()
+	defer s.gil.Unlock()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var sum uint64
+	start := threadCPU()
+	for threadCPU()-start < d {
+		for i := range uint64(1000) {
+			sum += i
+		}
+	}
+	return sum
+}
+
+// threadCPU returns the CPU time of the calling thread.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
 }
 
 // ledger is one served ledger: Fava's FavaLedger.
@@ -281,6 +319,9 @@ func (s *Server) rewrite(path string, edit func(lines []string) ([]string, error
 // ServeHTTP routes like Fava: /[prefix]/<slug>/api/<name>, report pages
 // /<slug>/<page>/, /static/…, and / redirecting to the first ledger.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.opts.RequestCost > 0 {
+		_ = s.burn(s.opts.RequestCost)
+	}
 	path := r.URL.Path
 	if s.opts.Prefix != "" {
 		if path != s.opts.Prefix && !strings.HasPrefix(path, s.opts.Prefix+"/") {

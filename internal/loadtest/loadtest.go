@@ -12,11 +12,16 @@
 //     entries are counted.
 //   - reads: a ledger page (income_statement) and an API GET (changed) on a
 //     small ledger, straight, through favaproxy, through a bare Go
-//     httputil.ReverseProxy (full runs only) and through nginx configured
-//     as a plain reverse proxy with a keepalive upstream. The emulator's
-//     reload cost is zero and nothing writes, so the upstream is cheap and
-//     the differences are the proxies' own cost. wrk drives the load when it
-//     is installed, a Go client otherwise.
+//     httputil.ReverseProxy (with favaproxy's transport and copy-buffer
+//     pool) and through nginx configured as a plain reverse proxy with a
+//     keepalive upstream, each proxy in its own process, in front of three
+//     upstreams in turn: a static Go server answering the emulator's bytes
+//     (the proxies' own cost decides), the emulator with reload cost 0, and
+//     the emulator burning a Fava-like CPU time per request one request at
+//     a time (Fava's speed; what a proxy burns is taken from it). Besides
+//     requests per second, the CPU time each proxy (and the upstream) used
+//     per request, from /proc. wrk drives the load when it is installed, a
+//     Go client otherwise.
 //   - memory: favaproxy's peak RSS (VmHWM) at the end of each run.
 //   - hostile: normal writes through favaproxy while slow-loris connections,
 //     slow uploads and two 100 MiB bodies (Content-Length and chunked) are
@@ -43,10 +48,11 @@ import (
 	"github.com/favaproxy/favaproxy/internal/proctest"
 )
 
-// Import paths of the two programs under test.
+// Import paths of the programs under test and of the baselines' server.
 const (
-	FakefavaPkg  = "github.com/favaproxy/favaproxy/internal/favatest/cmd/fakefava"
-	FavaproxyPkg = "github.com/favaproxy/favaproxy/cmd/favaproxy"
+	FakefavaPkg   = "github.com/favaproxy/favaproxy/internal/favatest/cmd/fakefava"
+	FavaproxyPkg  = "github.com/favaproxy/favaproxy/cmd/favaproxy"
+	BenchservePkg = "github.com/favaproxy/favaproxy/internal/loadtest/cmd/benchserve"
 )
 
 // Phase names, in the order Run runs them.
@@ -72,9 +78,9 @@ type Options struct {
 	// each process's output (NAME.log). Empty means a temporary directory
 	// that Run removes, logs and all.
 	Dir string
-	// Fakefava and Favaproxy are prebuilt binaries. Empty means Run builds
-	// them, without the race detector, into Dir.
-	Fakefava, Favaproxy string
+	// Fakefava, Favaproxy and Benchserve are prebuilt binaries. Empty means
+	// Run builds them, without the race detector, into Dir.
+	Fakefava, Favaproxy, Benchserve string
 	// Nginx is nginx's path. Empty means look it up on PATH and in
 	// /usr/sbin; "none" skips the nginx runs.
 	Nginx string
@@ -91,10 +97,22 @@ type Options struct {
 	// ReloadCost is the emulator's reload cost per transaction in the write
 	// and hostile phases. Zero means 130µs, about what Fava 1.30 costs.
 	ReloadCost time.Duration
-	// ReadDuration is the time each setup is measured per route. Zero
-	// means 10 s (quick: 2 s). From 4 s on it is split into two rounds
-	// that run the setups in opposite orders.
+	// ReadDuration is the time each setup is measured per route and
+	// upstream. Zero means 10 s (quick: 1 s). From 4 s on it is split into
+	// two rounds that run the setups in opposite orders.
 	ReadDuration time.Duration
+	// ReadUpstreams are the upstreams of the read phase (UpstreamStatic,
+	// UpstreamEmulator, UpstreamFavaSpeed). Empty means all (quick: static
+	// and fava-speed).
+	ReadUpstreams []string
+	// GoMaxProcs, if set, is the GOMAXPROCS of favaproxy and of the bare
+	// Go proxy in the read phase (both the same, for a fair comparison).
+	// Zero leaves Go's default (the number of cores).
+	GoMaxProcs int
+	// RequestCost is the CPU time the fava-speed upstream burns per
+	// request. Zero means 400µs: about 2,500 requests/s at most, as Fava
+	// answers api/errors on a 1,000-transaction ledger.
+	RequestCost time.Duration
 	// ReadConnections and ReadThreads shape the read load. Zero means 16
 	// connections on 2 threads, 1 thread with 2 cores or fewer (quick: 4
 	// connections on 1 thread).
@@ -136,8 +154,17 @@ func (o Options) withDefaults() Options {
 	if o.ReadDuration == 0 {
 		o.ReadDuration = 10 * time.Second
 		if o.Quick {
-			o.ReadDuration = 2 * time.Second
+			o.ReadDuration = time.Second
 		}
+	}
+	if len(o.ReadUpstreams) == 0 {
+		o.ReadUpstreams = slices.Clone(readUpstreams)
+		if o.Quick {
+			o.ReadUpstreams = []string{UpstreamStatic, UpstreamFavaSpeed}
+		}
+	}
+	if o.RequestCost == 0 {
+		o.RequestCost = 400 * time.Microsecond
 	}
 	if o.BigBody == 0 {
 		o.BigBody = 100 << 20
@@ -190,6 +217,8 @@ type Result struct {
 	Setup string `json:"setup"`
 	// Route is the path requested, for reads.
 	Route string `json:"route,omitempty"`
+	// Upstream is what answered the reads (UpstreamStatic, ...).
+	Upstream string `json:"upstream,omitempty"`
 	// OK counts requests answered with success; Failed counts the others,
 	// including transport errors.
 	OK     int `json:"ok"`
@@ -208,6 +237,14 @@ type Result struct {
 	// setup has no favaproxy.
 	PeakRSSKiB int64  `json:"favaproxy_peak_rss_kib,omitempty"`
 	Note       string `json:"note,omitempty"`
+	// ProxyCPUUs is the CPU time, user and system, the proxy's processes
+	// used per successful request, in microseconds (reads; zero for
+	// direct). UpstreamCPUUs is the upstream's.
+	ProxyCPUUs    float64 `json:"proxy_cpu_us_per_request,omitempty"`
+	UpstreamCPUUs float64 `json:"upstream_cpu_us_per_request,omitempty"`
+
+	// proxyCPU and upstreamCPU are the CPU times behind them.
+	proxyCPU, upstreamCPU time.Duration
 }
 
 // RSS is favaproxy's peak resident set size in one run.
@@ -249,11 +286,12 @@ func equal(name string, v, want float64) Check {
 
 // bench is one run's state.
 type bench struct {
-	o         Options
-	dir       string
-	fakefava  string
-	favaproxy string
-	slug      string
+	o          Options
+	dir        string
+	fakefava   string
+	favaproxy  string
+	benchserve string
+	slug       string
 }
 
 // Run builds what is missing, runs the selected phases and returns the
@@ -266,8 +304,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, fmt.Errorf("unknown phase %q", p)
 		}
 	}
+	for _, u := range o.ReadUpstreams {
+		if !slices.Contains(readUpstreams, u) {
+			return nil, fmt.Errorf("unknown read upstream %q", u)
+		}
+	}
 	b := &bench{o: o, dir: o.Dir, fakefava: o.Fakefava, favaproxy: o.Favaproxy,
-		slug: beancount.Slugify(ledgerTitle)}
+		benchserve: o.Benchserve, slug: beancount.Slugify(ledgerTitle)}
 	if b.dir == "" {
 		d, err := os.MkdirTemp("", "favabench-*")
 		if err != nil {
@@ -310,7 +353,7 @@ func (b *bench) build() error {
 	for _, t := range []struct {
 		bin *string
 		pkg string
-	}{{&b.fakefava, FakefavaPkg}, {&b.favaproxy, FavaproxyPkg}} {
+	}{{&b.fakefava, FakefavaPkg}, {&b.favaproxy, FavaproxyPkg}, {&b.benchserve, BenchservePkg}} {
 		if *t.bin != "" {
 			continue
 		}
@@ -337,10 +380,12 @@ func (b *bench) ledger(name string, n int) (string, error) {
 	return path, nil
 }
 
-// emulator starts fakefava on ledger with the given reload cost.
-func (b *bench) emulator(ledger string, reloadCost time.Duration) (*proctest.Proc, error) {
-	p, err := proctest.StartProcess(b.fakefava, "--style", "1.30", "--listen", "127.0.0.1:0",
-		"--reload-cost", durationArg(reloadCost), ledger)
+// emulator starts fakefava on ledger with the given reload cost and extra
+// flags.
+func (b *bench) emulator(ledger string, reloadCost time.Duration, extra ...string) (*proctest.Proc, error) {
+	args := append([]string{"--style", "1.30", "--listen", "127.0.0.1:0",
+		"--reload-cost", durationArg(reloadCost)}, extra...)
+	p, err := proctest.StartProcess(b.fakefava, append(args, ledger)...)
 	if err != nil {
 		return nil, fmt.Errorf("start emulator: %w", err)
 	}
@@ -369,9 +414,14 @@ func durationArg(d time.Duration) string {
 
 // proxy starts favaproxy in front of upstream for ledger.
 func (b *bench) proxy(upstream, ledger string, extra ...string) (*proctest.Proc, error) {
+	return b.proxyEnv(nil, upstream, ledger, extra...)
+}
+
+// proxyEnv starts favaproxy with env added to its environment.
+func (b *bench) proxyEnv(env []string, upstream, ledger string, extra ...string) (*proctest.Proc, error) {
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--upstream", upstream,
 		"--ledger", ledger}, extra...)
-	p, err := proctest.StartProcess(b.favaproxy, args...)
+	p, err := proctest.StartProcessEnv(env, b.favaproxy, args...)
 	if err != nil {
 		return nil, fmt.Errorf("start favaproxy: %w", err)
 	}

@@ -71,10 +71,14 @@ func TestQuickRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	benchserve, err := proctest.Build(dir, BenchservePkg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	needServe(t, favaproxy, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	r, err := Run(ctx, Options{Quick: true, Dir: dir, Fakefava: fakefava, Favaproxy: favaproxy, Log: t.Output()})
+	r, err := Run(ctx, Options{Quick: true, Dir: dir, Fakefava: fakefava, Favaproxy: favaproxy, Benchserve: benchserve, Log: t.Output()})
 	if r != nil {
 		var sb strings.Builder
 		r.WriteTable(&sb)

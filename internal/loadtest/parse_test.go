@@ -152,3 +152,36 @@ func TestAddRound(t *testing.T) {
 		t.Fatalf("sum=%+v, want ok 400, failed 3, 2 s, 200/s, p50 2, p99 15", sum)
 	}
 }
+
+func TestParseProcStat(t *testing.T) {
+	// A command name with a space and a parenthesis, as the kernel prints it.
+	const line = "4242 (nginx: a) b) S 4240 4242 4242 0 -1 4194624 180 0 0 0 123 45 0 0 20 0 1 0 1000 1000 100 18446744073709551615\n"
+	cpu, ppid, err := parseProcStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ppid, 4240; got != want {
+		t.Errorf("ppid=%d, want %d", got, want)
+	}
+	if got, want := cpu, 1680*time.Millisecond; got != want {
+		t.Errorf("cpu=%v, want %v (168 ticks)", got, want)
+	}
+}
+
+func TestCPUTimeOfThisProcess(t *testing.T) {
+	before, err := cpuTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spin until the kernel has counted a tick more of this process's CPU.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		after, err := cpuTime(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after > before {
+			return
+		}
+	}
+	t.Fatal("CPU time did not grow while this process spun for 20s")
+}

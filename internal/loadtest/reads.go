@@ -7,22 +7,49 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/favaproxy/favaproxy/internal/proctest"
 )
 
 // readLedgerSize is the number of transactions of the read phase's ledger:
 // small, so that the page measures the proxies rather than the emulator.
 const readLedgerSize = 100
 
-// reads runs the read phase: a ledger page and an API GET, each straight to
-// the emulator, through favaproxy, through a bare Go reverse proxy and
-// through nginx. The emulator's reload cost is zero here and nothing
-// writes, so the upstream is cheap and the differences are the proxies' own
-// cost.
+// The upstreams the read phase measures the proxies in front of.
+const (
+	// UpstreamStatic is a static Go server answering the emulator's bytes:
+	// as fast an upstream as the machine allows, so the proxies' own cost
+	// decides.
+	UpstreamStatic = "static"
+	// UpstreamEmulator is the emulator with reload cost 0.
+	UpstreamEmulator = "emulator"
+	// UpstreamFavaSpeed is the emulator burning Options.RequestCost of CPU
+	// per request, one at a time: about Fava's speed, and like Fava it
+	// takes a core, so what a proxy burns is taken from it.
+	UpstreamFavaSpeed = "fava-speed"
+)
+
+// readUpstreams are the read phase's upstreams, in the order it runs them.
+var readUpstreams = []string{UpstreamStatic, UpstreamEmulator, UpstreamFavaSpeed}
+
+// readSetup is one way to reach the upstream: straight or through a proxy.
+type readSetup struct {
+	name, base string
+	// pids are the proxy's processes (none for direct), whose CPU time
+	// is counted, with their children's.
+	pids []int
+}
+
+// reads runs the read phase: for each upstream, a ledger page and an API
+// GET, straight, through favaproxy, through a bare Go reverse proxy and
+// through nginx, with the CPU time each proxy takes per request.
 func (b *bench) reads(ctx context.Context) (Phase, error) {
 	o := b.o
 	wrk := lookPath(o.Wrk, "wrk")
@@ -30,60 +57,91 @@ func (b *bench) reads(ctx context.Context) (Phase, error) {
 	if wrk == "" {
 		client = "Go client"
 	}
+	procs := "default"
+	if o.GoMaxProcs > 0 {
+		procs = fmt.Sprint(o.GoMaxProcs)
+	}
 	rounds := "one round"
 	if n := o.readRounds(); n > 1 {
 		rounds = fmt.Sprintf("%d rounds in opposite orders", n)
 	}
 	p := Phase{Name: PhaseReads, Title: fmt.Sprintf(
-		"GET a ledger page and an API route, %d connections, %d threads, %v per setup in %s (%s), %d-transaction ledger, emulator reload cost 0",
-		o.ReadConnections, o.ReadThreads, o.ReadDuration, rounds, client, readLedgerSize)}
+		"GET a ledger page and an API route, %d connections, %d threads, %v per setup in %s (%s), %d-transaction ledger; upstreams %s (fava-speed: %v of CPU per request, one at a time); Go proxies' GOMAXPROCS %s",
+		o.ReadConnections, o.ReadThreads, o.ReadDuration, rounds, client, readLedgerSize,
+		strings.Join(o.ReadUpstreams, ", "), o.RequestCost, procs)}
 	if wrk == "" {
 		p.Notes = append(p.Notes, "wrk not found: the built-in Go client measured the reads")
 	}
-
+	nginx := lookPath(o.Nginx, "nginx", "/usr/sbin/nginx")
+	if nginx == "" {
+		p.Notes = append(p.Notes, "nginx not found: no nginx baseline")
+	}
 	ledger, err := b.ledger("reads", readLedgerSize)
 	if err != nil {
 		return p, err
 	}
-	emu, err := b.emulator(ledger, 0)
-	if err != nil {
-		return p, err
-	}
-	defer b.stop(emu, "reads-fakefava")
-	px, err := b.proxy(emu.URL(), ledger)
-	if err != nil {
-		return p, err
-	}
-	defer b.stop(px, "reads-favaproxy")
-	type setup struct{ name, base string }
-	setups := []setup{{"direct", emu.URL()}, {"favaproxy", px.URL()}}
-	if !o.Quick { // a smoke test can do without this baseline
-		gp, err := startGoProxy(emu.URL())
-		if err != nil {
-			return p, err
-		}
-		defer gp.stop()
-		setups = append(setups, setup{"go-reverseproxy", gp.url()})
-	}
-	if bin := lookPath(o.Nginx, "nginx", "/usr/sbin/nginx"); bin == "" {
-		p.Notes = append(p.Notes, "nginx not found: no nginx baseline")
-	} else {
-		ng, err := startNginx(ctx, bin, b.dir, emu.Addr)
-		if err != nil {
-			return p, err
-		}
-		defer ng.stop()
-		setups = append(setups, setup{"nginx", ng.url()})
-	}
-
 	routes := []struct{ label, path string }{
 		{"page", "/" + b.slug + "/income_statement/"},
 		{"api", "/" + b.slug + "/api/changed"},
 	}
+	for _, up := range o.ReadUpstreams {
+		var upstream *proctest.Proc
+		switch up {
+		case UpstreamStatic:
+			upstream, err = b.static(ctx, ledger, routes[0].path, routes[1].path)
+		case UpstreamEmulator:
+			upstream, err = b.emulator(ledger, 0)
+		case UpstreamFavaSpeed:
+			upstream, err = b.emulator(ledger, 0, "--request-cost", durationArg(o.RequestCost))
+		default:
+			err = fmt.Errorf("unknown read upstream %q", up)
+		}
+		if err != nil {
+			return p, err
+		}
+		err = b.readsBehind(ctx, &p, up, upstream, ledger, wrk, nginx, routes)
+		b.stop(upstream, "reads-"+up)
+		if err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// readsBehind measures the read routes in front of one upstream, adding
+// results and checks to p.
+func (b *bench) readsBehind(ctx context.Context, p *Phase, up string, upstream *proctest.Proc, ledger, wrk, nginx string, routes []struct{ label, path string }) error {
+	o := b.o
+	var env []string
+	if o.GoMaxProcs > 0 {
+		env = []string{fmt.Sprintf("GOMAXPROCS=%d", o.GoMaxProcs)}
+	}
+	px, err := b.proxyEnv(env, upstream.URL(), ledger)
+	if err != nil {
+		return err
+	}
+	defer b.stop(px, "reads-"+up+"-favaproxy")
+	setups := []readSetup{{name: "direct", base: upstream.URL()}, {name: "favaproxy", base: px.URL(), pids: []int{px.Cmd.Process.Pid}}}
+	gp, err := b.goProxy(env, upstream.URL())
+	if err != nil {
+		return err
+	}
+	defer b.stop(gp, "reads-"+up+"-go-reverseproxy")
+	setups = append(setups, readSetup{name: "go-reverseproxy", base: gp.URL(), pids: []int{gp.Cmd.Process.Pid}})
+	if nginx != "" {
+		ng, err := startNginx(ctx, nginx, b.dir, upstream.Addr)
+		if err != nil {
+			return err
+		}
+		defer ng.stop()
+		setups = append(setups, readSetup{name: "nginx", base: ng.url(), pids: []int{ng.cmd.Process.Pid}})
+	}
+	upPid := upstream.Cmd.Process.Pid
+
 	for _, rt := range routes {
 		route := rt.path
-		if status, err := probe(ctx, emu.URL()+route); err != nil || status != http.StatusOK {
-			p.Notes = append(p.Notes, fmt.Sprintf("GET %s straight: status %d %v", route, status, err))
+		if status, err := probe(ctx, upstream.URL()+route); err != nil || status != http.StatusOK {
+			p.Notes = append(p.Notes, fmt.Sprintf("%s: GET %s straight: status %d %v", up, route, status, err))
 		}
 		byName := map[string]Result{}
 		nChecks := len(p.Checks)
@@ -96,26 +154,22 @@ func (b *bench) reads(ctx context.Context) (Phase, error) {
 				slices.Reverse(order)
 			}
 			for _, s := range order {
-				b.logf("reads: %s %s (round %d of %d)", s.name, route, round+1, rounds)
-				var res Result
-				d := o.ReadDuration / time.Duration(rounds)
-				if wrk != "" {
-					res, err = runWrk(ctx, wrk, s.base+route, o.ReadThreads, o.ReadConnections, d)
-				} else {
-					res, err = runGoClient(ctx, s.base+route, o.ReadConnections, d)
-				}
+				b.logf("reads: %s %s %s (round %d of %d)", up, s.name, route, round+1, rounds)
+				res, err := runRead(ctx, wrk, s, upPid, route, o.ReadThreads, o.ReadConnections, o.ReadDuration/time.Duration(rounds))
 				if err != nil {
-					return p, fmt.Errorf("%s %s: %w", s.name, route, err)
+					return fmt.Errorf("%s %s %s: %w", up, s.name, route, err)
 				}
 				byName[s.name] = addRound(byName[s.name], res, round)
 			}
 		}
 		for _, s := range setups {
 			res := byName[s.name]
-			res.Setup, res.Route = s.name, route
+			res.Setup, res.Route, res.Upstream = s.name, route, up
+			res.ProxyCPUUs = perRequestUs(res.proxyCPU, res.OK)
+			res.UpstreamCPUUs = perRequestUs(res.upstreamCPU, res.OK)
 			if s.name == "favaproxy" {
 				if res.PeakRSSKiB, err = peakRSSKiB(px.Cmd.Process.Pid); err != nil {
-					return p, err
+					return err
 				}
 			}
 			byName[s.name] = res
@@ -126,25 +180,128 @@ func (b *bench) reads(ctx context.Context) (Phase, error) {
 			if r, ok := byName[name]; ok {
 				p.Checks = append(p.Checks,
 					reported(fmt.Sprintf("%s added p50, ms", name), r.P50Ms-direct.P50Ms),
-					reported(fmt.Sprintf("%s added p99, ms", name), r.P99Ms-direct.P99Ms))
+					reported(fmt.Sprintf("%s CPU per request, µs", name), r.ProxyCPUUs))
 			}
 		}
-		fp := byName["favaproxy"]
-		gp, haveGP := byName["go-reverseproxy"]
+		fp, gp := byName["favaproxy"], byName["go-reverseproxy"]
 		if ng, ok := byName["nginx"]; ok {
-			p.Checks = append(p.Checks, atLeast("requests/s favaproxy ÷ nginx", ratio(fp.PerSecond, ng.PerSecond), 0.9))
-			if haveGP {
-				p.Checks = append(p.Checks, reported("requests/s go-reverseproxy ÷ nginx", ratio(gp.PerSecond, ng.PerSecond)))
+			c := reported("requests/s favaproxy ÷ nginx", ratio(fp.PerSecond, ng.PerSecond))
+			if up == UpstreamFavaSpeed {
+				c = atLeast(c.Name, c.Value, 0.95)
 			}
+			p.Checks = append(p.Checks, c,
+				reported("requests/s go-reverseproxy ÷ nginx", ratio(gp.PerSecond, ng.PerSecond)))
 		}
-		if haveGP {
-			p.Checks = append(p.Checks, reported("requests/s favaproxy ÷ go-reverseproxy", ratio(fp.PerSecond, gp.PerSecond)))
+		c := reported("requests/s favaproxy ÷ go-reverseproxy", ratio(fp.PerSecond, gp.PerSecond))
+		if up == UpstreamStatic {
+			c = atLeast(c.Name, c.Value, 1.0)
 		}
+		p.Checks = append(p.Checks, c,
+			reported("CPU per request favaproxy ÷ go-reverseproxy", ratio(fp.ProxyCPUUs, gp.ProxyCPUUs)))
 		for i := range p.Checks[nChecks:] {
-			p.Checks[nChecks+i].Name = rt.label + ": " + p.Checks[nChecks+i].Name
+			p.Checks[nChecks+i].Name = up + " " + rt.label + ": " + p.Checks[nChecks+i].Name
 		}
 	}
+	return nil
+}
+
+// runRead measures one setup on one route for d, with the CPU time its
+// proxy and the upstream used meanwhile.
+func runRead(ctx context.Context, wrk string, s readSetup, upPid int, route string, threads, conns int, d time.Duration) (Result, error) {
+	p0, err := cpuTime(s.pids...)
+	if err != nil {
+		return Result{}, err
+	}
+	u0, err := cpuTime(upPid)
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	if wrk != "" {
+		res, err = runWrk(ctx, wrk, s.base+route, threads, conns, d)
+	} else {
+		res, err = runGoClient(ctx, s.base+route, conns, d)
+	}
+	if err != nil {
+		return res, err
+	}
+	p1, err := cpuTime(s.pids...)
+	if err != nil {
+		return res, err
+	}
+	u1, err := cpuTime(upPid)
+	if err != nil {
+		return res, err
+	}
+	res.proxyCPU, res.upstreamCPU = p1-p0, u1-u0
+	return res, nil
+}
+
+// perRequestUs is cpu divided over n requests, in microseconds.
+func perRequestUs(cpu time.Duration, n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(cpu.Microseconds()) / float64(n)
+}
+
+// static starts the static upstream with the emulator's answers to paths,
+// fetched from an emulator started for the purpose.
+func (b *bench) static(ctx context.Context, ledger string, paths ...string) (*proctest.Proc, error) {
+	emu, err := b.emulator(ledger, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer b.stop(emu, "reads-static-source")
+	args := []string{"static", "--listen", "127.0.0.1:0"}
+	for i, path := range paths {
+		body, ctype, err := fetch(ctx, emu.URL()+path)
+		if err != nil {
+			return nil, err
+		}
+		name := filepath.Join(b.dir, fmt.Sprintf("static-%d.json", i))
+		if strings.HasPrefix(ctype, "text/html") {
+			name = strings.TrimSuffix(name, ".json") + ".html"
+		}
+		if err := os.WriteFile(name, body, 0o644); err != nil {
+			return nil, err
+		}
+		args = append(args, path+"="+name)
+	}
+	p, err := proctest.StartProcess(b.benchserve, args...)
+	if err != nil {
+		return nil, fmt.Errorf("start static upstream: %w", err)
+	}
 	return p, nil
+}
+
+// goProxy starts the bare Go reverse proxy in front of upstream, with env
+// added to its environment.
+func (b *bench) goProxy(env []string, upstream string) (*proctest.Proc, error) {
+	p, err := proctest.StartProcessEnv(env, b.benchserve, "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream)
+	if err != nil {
+		return nil, fmt.Errorf("start go reverse proxy: %w", err)
+	}
+	return p, nil
+}
+
+// fetch returns the body and Content-Type of a GET of url, which must
+// answer 200.
+func fetch(ctx context.Context, url string) ([]byte, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	return body, resp.Header.Get("Content-Type"), err
 }
 
 // addRound folds the round-th run r into the sum of the earlier rounds:
@@ -158,6 +315,8 @@ func addRound(sum, r Result, round int) Result {
 	sum.PerSecond = ratio(float64(sum.OK), sum.Seconds)
 	sum.P50Ms = (sum.P50Ms*n + r.P50Ms) / (n + 1)
 	sum.P99Ms = (sum.P99Ms*n + r.P99Ms) / (n + 1)
+	sum.proxyCPU += r.proxyCPU
+	sum.upstreamCPU += r.upstreamCPU
 	return sum
 }
 

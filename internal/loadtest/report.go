@@ -23,6 +23,9 @@ func memory(phases []Phase) Phase {
 				continue
 			}
 			setup := ph.Name + "/" + r.Setup
+			if r.Upstream != "" {
+				setup += " " + r.Upstream
+			}
 			if r.Route != "" {
 				setup += " " + r.Route
 			}
@@ -59,6 +62,14 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return nil
 }
 
+// usOrDash formats a CPU time per request, "-" for none.
+func usOrDash(us float64) string {
+	if us == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", us)
+}
+
 // WriteTable writes the report for people: one table per phase, then its
 // checks against their targets.
 func (r *Report) WriteTable(w io.Writer) error {
@@ -77,14 +88,19 @@ func (r *Report) WriteTable(w io.Writer) error {
 				fmt.Fprintf(tw, "%s\t%.1f\t\n", m.Run, float64(m.PeakRSSKiB)/1024)
 			}
 		} else {
-			fmt.Fprintf(tw, "setup\troute\tok\tfailed\tlost\tdup\tper s\tp50 ms\tp99 ms\tpeak RSS MiB\t\n")
+			fmt.Fprintf(tw, "setup\troute\tok\tfailed\tlost\tdup\tper s\tp50 ms\tp99 ms\tpeak RSS MiB\tproxy CPU µs/req\tupstream CPU µs/req\t\n")
 			for _, res := range p.Results {
 				rss := "-"
 				if res.PeakRSSKiB > 0 {
 					rss = fmt.Sprintf("%.1f", float64(res.PeakRSSKiB)/1024)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%.2f\t%s\t\n", res.Setup, res.Route,
-					res.OK, res.Failed, res.Lost, res.Duplicated, res.PerSecond, res.P50Ms, res.P99Ms, rss)
+				route := res.Route
+				if res.Upstream != "" {
+					route = res.Upstream + " " + route
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.1f\t%.2f\t%.2f\t%s\t%s\t%s\t\n", res.Setup, route,
+					res.OK, res.Failed, res.Lost, res.Duplicated, res.PerSecond, res.P50Ms, res.P99Ms, rss,
+					usOrDash(res.ProxyCPUUs), usOrDash(res.UpstreamCPUUs))
 			}
 		}
 		if err := tw.Flush(); err != nil {

@@ -4,5 +4,11 @@ package proctest
 // line, as Start does, for programs that are not tests (load tools, demos).
 // The caller owns the process and must Kill it.
 func StartProcess(bin string, args ...string) (*Proc, error) {
-	return start(bin, args...)
+	return start(nil, bin, args...)
+}
+
+// StartProcessEnv is StartProcess with env (KEY=VALUE) added to the
+// environment the process inherits.
+func StartProcessEnv(env []string, bin string, args ...string) (*Proc, error) {
+	return start(env, bin, args...)
 }

@@ -71,7 +71,7 @@ func (p *Proc) URL() string { return "http://" + p.Addr }
 // on test failure.
 func Start(tb testing.TB, bin string, args ...string) *Proc {
 	tb.Helper()
-	p, err := start(bin, args...)
+	p, err := start(nil, bin, args...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -84,8 +84,11 @@ func Start(tb testing.TB, bin string, args ...string) *Proc {
 	return p
 }
 
-func start(bin string, args ...string) (*Proc, error) {
+func start(env []string, bin string, args ...string) (*Proc, error) {
 	p := &Proc{Cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	if env != nil {
+		p.Cmd.Env = append(os.Environ(), env...)
+	}
 	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw := io.Pipe()
 	p.Cmd.Stdout, p.Cmd.Stderr = pw, pw

@@ -31,7 +31,7 @@ func TestStartFindsListeningAddr(t *testing.T) {
 }
 
 func TestStartReportsEarlyExit(t *testing.T) {
-	_, err := start("/bin/sh", "-c", "echo boom; exit 3")
+	_, err := start(nil, "/bin/sh", "-c", "echo boom; exit 3")
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("err=%v, want exit report with output", err)
 	}

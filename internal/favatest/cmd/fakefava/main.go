@@ -1,7 +1,7 @@
 // Command fakefava serves Beancount ledgers like Fava does, including the
 // ways Fava breaks, for tests and for trying favaproxy without Python:
 //
-//	fakefava --style 1.30 --listen 127.0.0.1:0 [--prefix P] [--reload-cost 130us]
+//	fakefava --style 1.30 --listen 127.0.0.1:0 [--prefix P] [--reload-cost 130us] [--request-cost 400us]
 //	         [--write-chunk N] [--write-pause D] [--write-delay D] [--trace FILE] LEDGER…
 //
 // Once it accepts connections it logs "msg=listening addr=HOST:PORT".
@@ -42,6 +42,7 @@ func run(log *slog.Logger, args []string) error {
 	fs.DurationVar(&opts.WritePause, "write-pause", 0, "pause before each chunk of a chunked write")
 	fs.DurationVar(&opts.WriteDelay, "write-delay", 0, "extra sleep inside every write")
 	fs.StringVar(&opts.Trace, "trace", "", "append a JSON line per read and write to this file")
+	fs.DurationVar(&opts.RequestCost, "request-cost", 0, "CPU time every request burns, one request at a time, as Fava does under Python's interpreter lock (0 for none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
