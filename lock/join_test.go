@@ -187,3 +187,24 @@ func TestTryRLock(t *testing.T) {
 	(<-got)()
 	mustLock(t, l.RLock)()
 }
+
+// TestTruncatedTurnstileDoesNotCrash: a turnstile file truncated under its
+// mapping by something other than favaproxy (a fault, SIGBUS, on the next
+// access to the announcement) leaves a working lock whose readers pass the
+// turnstile, not a crashed process.
+func TestTruncatedTurnstileDoesNotCrash(t *testing.T) {
+	l := newLock(t)
+	lock.SetGateInterval(l, time.Hour)
+	held := mustLock(t, l.RLock) // maps the turnstile's announcement
+	if err := os.Truncate(l.Path()+lock.GateSuffix, 0); err != nil {
+		t.Fatal(err)
+	}
+	flocks := lock.CountFlocks(t)
+	mustLock(t, l.RLock)() // reads the announcement: faults
+	if got := flocks.Load(); got != 2 {
+		t.Errorf("a reader after the fault made %d flock calls, want 2 (the turnstile, passed)", got)
+	}
+	held()
+	mustLock(t, l.Lock)() // announces: faults no more
+	mustLock(t, l.RLock)()
+}

@@ -59,6 +59,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -311,7 +312,10 @@ func (l *File) join() bool {
 		return false
 	}
 	gate := l.gate.Load()
-	if gate == nil || gate.word == nil || gate.word.Load() > now {
+	if gate == nil {
+		return false
+	}
+	if until, ok := gate.announced(); !ok || until > now {
 		return false
 	}
 	for n := l.st.Load(); n&1 != 0; n = l.st.Load() {
@@ -330,7 +334,8 @@ func (l *File) readRelease() func() {
 	return func() {
 		once.Do(func() {
 			if l.st.Add(-2) == 1 {
-				if gate := l.gate.Load(); gate != nil && gate.word != nil && gate.word.Load() > time.Now().UnixNano() {
+				gate := l.gate.Load()
+				if until, ok := gate.announced(); gate != nil && (!ok || until > time.Now().UnixNano()) {
 					l.dropIdle()
 				} else {
 					l.idle.Reset(l.linger)
@@ -376,6 +381,10 @@ type lockFile struct {
 	// they could not be mapped. word points into it.
 	mem  []byte
 	word *atomic.Int64
+	// faulted is set once an access to word faulted: the file was
+	// truncated under the mapping by something other than favaproxy.
+	// From then on the turnstile has no announcements.
+	faulted atomic.Bool
 	// writable reports whether word may be written (announced in).
 	writable bool
 }
@@ -428,20 +437,46 @@ func (lf *lockFile) close() {
 	lf.f.Close()
 }
 
+// announced returns the end of the announcement in force (Unix
+// nanoseconds; 0 or past for none), and false when the turnstile has no
+// announcements (lf nil, unmapped, or faulted): then readers must pass it.
+func (lf *lockFile) announced() (until int64, ok bool) {
+	if lf == nil || lf.word == nil || lf.faulted.Load() {
+		return 0, false
+	}
+	ok = lf.access(func() { until = lf.word.Load() })
+	return until, ok
+}
+
 // announce tells readers in every process that a writer waits, for the next
 // announceFor. It does nothing on a turnstile that cannot be written.
 func (lf *lockFile) announce() {
-	if lf.word != nil && lf.writable {
-		lf.word.Store(time.Now().Add(announceFor).UnixNano())
+	if lf.word != nil && lf.writable && !lf.faulted.Load() {
+		lf.access(func() { lf.word.Store(time.Now().Add(announceFor).UnixNano()) })
 	}
 }
 
 // withdraw ends the announcement, so that readers may join again without
 // passing the turnstile.
 func (lf *lockFile) withdraw() {
-	if lf.word != nil && lf.writable {
-		lf.word.Store(0)
+	if lf.word != nil && lf.writable && !lf.faulted.Load() {
+		lf.access(func() { lf.word.Store(0) })
 	}
+}
+
+// access runs fn, which touches the mapped word, turning the fault of a
+// mapping whose file was truncated (SIGBUS) into a false return and a
+// turnstile without announcements, rather than a crash of the process.
+func (lf *lockFile) access(fn func()) (ok bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if recover() != nil {
+			lf.faulted.Store(true)
+			ok = false
+		}
+	}()
+	fn()
+	return true
 }
 
 // current returns lf if path still names its file, else path opened
