@@ -223,6 +223,16 @@ func (l *Etcd) RLock(ctx context.Context) (func(), error) {
 	return func() { once.Do(func() { l.sem.Release(1) }) }, nil
 }
 
+// TryRLock takes the lock shared, in this process only, if no writer of
+// this process holds or waits for it.
+func (l *Etcd) TryRLock() (func(), bool) {
+	if !l.sem.TryAcquire(1) {
+		return nil, false
+	}
+	var once sync.Once
+	return func() { once.Do(func() { l.sem.Release(1) }) }, true
+}
+
 // Lost returns a channel closed once the exclusive hold this process has
 // is lost (its lease ended). Called without a hold it returns a closed
 // channel.

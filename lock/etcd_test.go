@@ -193,6 +193,11 @@ func TestEtcdDown(t *testing.T) {
 		t.Fatalf("RLock with etcd stopped: %v", err)
 	}
 	rr()
+	tr, ok := l.TryRLock()
+	if !ok {
+		t.Fatal("TryRLock with etcd stopped and no writer: not taken")
+	}
+	tr()
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
