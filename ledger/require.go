@@ -188,7 +188,7 @@ func isRoot(account string, roots []string) bool {
 // is: it takes the opposite of the others' sum.
 func transactionUnits(e fava.Entry, tolerance bool) ([]map[string]*big.Rat, error) {
 	out := make([]map[string]*big.Rat, len(e.Postings))
-	missing := -1
+	missing, missingUnits := -1, fava.Units{}
 	simple := !tolerance // every complete posting's weight is its units
 	residual := map[string]*big.Rat{}
 	places := map[string]int{} // the fewest places of a number written with some
@@ -204,7 +204,7 @@ func transactionUnits(e fava.Entry, tolerance bool) ([]map[string]*big.Rat, erro
 			if missing >= 0 {
 				simple = false
 			}
-			missing = i
+			missing, missingUnits = i, u
 			continue
 		}
 		if !fava.Decimal(u.Number) {
@@ -224,7 +224,7 @@ func transactionUnits(e fava.Entry, tolerance bool) ([]map[string]*big.Rat, erro
 	if missing < 0 || !simple {
 		return out, nil
 	}
-	u, _ := fava.PostingUnits(e.Postings[missing].Amount)
+	u := missingUnits
 	if u.Number != nil {
 		return out, nil // a currency to infer: left nil
 	}

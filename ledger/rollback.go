@@ -18,6 +18,7 @@ import (
 
 	"github.com/favaproxy/favaproxy/beancount"
 	"github.com/favaproxy/favaproxy/checksum"
+	"github.com/favaproxy/favaproxy/durable"
 )
 
 // The rollback journal: crash-safe writes in the style of SQLite's.
@@ -149,7 +150,7 @@ func (r *rollbacks) begin(m *manifest, files []string, expect map[string]string)
 	}
 	m.Files = m.Files[:0]
 	for i, f := range files {
-		p := preimage{Path: f, Real: realPath(f), Expect: expect[f]}
+		p := preimage{Path: f, Real: durable.RealPath(f), Expect: expect[f]}
 		b, err := os.ReadFile(p.Real)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -158,7 +159,7 @@ func (r *rollbacks) begin(m *manifest, files []string, expect map[string]string)
 		default:
 			p.Copy = strconv.Itoa(i) + ".pre"
 			p.Raw = rawSum(b)
-			if err := writeFileSync(filepath.Join(r.dir, p.Copy), b, 0o600, r.sync); err != nil {
+			if err := durable.WriteFile(filepath.Join(r.dir, p.Copy), b, 0o600, r.sync); err != nil {
 				return fmt.Errorf("begin rollback: %w", err)
 			}
 		}
@@ -177,13 +178,13 @@ func (r *rollbacks) rewrite(m *manifest) error {
 		return err
 	}
 	tmp := r.manifestPath() + ".tmp"
-	if err := writeFileSync(tmp, b, 0o600, r.sync); err != nil {
+	if err := durable.WriteFile(tmp, b, 0o600, r.sync); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, r.manifestPath()); err != nil {
 		return err
 	}
-	return fsyncDir(r.dir, r.sync)
+	return durable.SyncDir(r.dir, r.sync)
 }
 
 // commit ends the rollback: removing the manifest is the commit point; the
@@ -192,7 +193,7 @@ func (r *rollbacks) commit() error {
 	if err := os.Remove(r.manifestPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("commit rollback: %w", err)
 	}
-	if err := fsyncDir(r.dir, r.sync); err != nil {
+	if err := durable.SyncDir(r.dir, r.sync); err != nil {
 		return fmt.Errorf("commit rollback: %w", err)
 	}
 	entries, _ := os.ReadDir(r.dir)
@@ -237,7 +238,7 @@ func (r *rollbacks) restore(m *manifest) ([]string, error) {
 	for _, p := range diff {
 		if cur, err := os.ReadFile(p.Real); err == nil {
 			keep := filepath.Join(filepath.Dir(r.dir), filepath.Base(p.Real)+"."+stamp+".replaced")
-			if err := writeFileSync(keep, cur, 0o600, r.sync); err != nil {
+			if err := durable.WriteFile(keep, cur, 0o600, r.sync); err != nil {
 				return restored, fmt.Errorf("restore %s: keep the replaced text: %w", p.Path, err)
 			}
 		}
@@ -255,12 +256,12 @@ func (r *rollbacks) restore(m *manifest) ([]string, error) {
 		if rawSum(pre) != p.Raw {
 			return restored, fmt.Errorf("restore %s: the pre-image copy is damaged (checksum %s, recorded %s)", p.Path, rawSum(pre), p.Raw)
 		}
-		if err := writeFileAtomic(p.Real, pre, r.sync); err != nil {
+		if err := durable.ReplaceFile(p.Real, pre, r.sync); err != nil {
 			return restored, fmt.Errorf("restore %s: %w", p.Path, err)
 		}
 		restored = append(restored, p.Path)
 	}
-	if err := fsyncDir(filepath.Dir(r.dir), r.sync); err != nil {
+	if err := durable.SyncDir(filepath.Dir(r.dir), r.sync); err != nil {
 		return restored, fmt.Errorf("restore: %w", err)
 	}
 	return restored, nil
@@ -275,13 +276,13 @@ func (r *rollbacks) fsyncChanged(m *manifest) error {
 	}
 	dirs := map[string]bool{}
 	for _, p := range diff {
-		if err := fsyncPath(p.Real, r.sync); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := durable.SyncPath(p.Real, r.sync); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		dirs[filepath.Dir(p.Real)] = true
 	}
 	for d := range dirs {
-		if err := fsyncDir(d, r.sync); err != nil {
+		if err := durable.SyncDir(d, r.sync); err != nil {
 			return err
 		}
 	}

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/favaproxy/favaproxy/durable"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"golang.org/x/sync/semaphore"
@@ -120,10 +120,7 @@ func (l *Etcd) Lock(ctx context.Context) (func(), error) {
 			l.mu.Lock()
 			l.hold = nil
 			l.mu.Unlock()
-			// A failed unlock leaves the key until the lease ends.
-			uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = h.mutex.Unlock(uctx)
-			cancel()
+			unlock(h.mutex)
 			h.once.Do(func() { close(h.lost) }) // ends its watcher
 			l.sem.Release(writerWeight)
 		})
@@ -144,18 +141,13 @@ func (l *Etcd) acquire(ctx context.Context) (*etcdHold, error) {
 		return nil, err
 	}
 	h := &etcdHold{mutex: m, token: m.Header().Revision, lost: make(chan struct{})}
-	unlock := func() {
-		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = m.Unlock(uctx)
-		cancel()
-	}
 	if err := l.advanceFence(h.token); err != nil {
-		unlock()
+		unlock(m)
 		return nil, err
 	}
 	select {
 	case <-s.Done():
-		unlock()
+		unlock(m)
 		return nil, ErrLeaseLost
 	default:
 	}
@@ -164,6 +156,13 @@ func (l *Etcd) acquire(ctx context.Context) (*etcdHold, error) {
 	l.mu.Unlock()
 	go l.watch(s, h)
 	return h, nil
+}
+
+// unlock releases m. A failed unlock leaves the key until the lease ends.
+func unlock(m *concurrency.Mutex) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = m.Unlock(ctx)
 }
 
 // watch marks h lost when its session ends while h is held.
@@ -241,12 +240,17 @@ func (l *Etcd) Lost() <-chan struct{} {
 	h := l.hold
 	l.mu.Unlock()
 	if h == nil {
-		c := make(chan struct{})
-		close(c)
-		return c
+		return closed
 	}
 	return h.lost
 }
+
+// closed is a closed channel: the Lost of no hold.
+var closed = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // Token returns the fencing token of the exclusive hold this process has,
 // 0 without one.
@@ -275,14 +279,11 @@ func (l *Etcd) Verify(ctx context.Context) error {
 		return ErrLeaseLost
 	default:
 	}
-	if f, err := readFence(l.fence); err != nil {
-		return err
-	} else if f > h.token {
-		l.markLost(h)
-		if l.hooks.Fenced != nil {
-			l.hooks.Fenced()
+	if _, err := l.checkFence(h.token); err != nil {
+		if errors.Is(err, ErrFenced) {
+			l.markLost(h)
 		}
-		return fmt.Errorf("%w (hold %d, fence file %d)", ErrFenced, h.token, f)
+		return err
 	}
 	vctx, cancel := context.WithTimeout(ctx, time.Duration(l.ttl)*time.Second)
 	defer cancel()
@@ -325,28 +326,38 @@ func (l *Etcd) waitErr(err error) error {
 	return fmt.Errorf("acquire exclusive lock %s on etcd: %w", l.key, err)
 }
 
-// advanceFence fails with ErrFenced when the fence file names a hold newer
-// than token, and otherwise writes token to it (atomically: a temporary
-// file, fsynced, renamed over it).
-func (l *Etcd) advanceFence(token int64) error {
-	f, err := readFence(l.fence)
+// checkFence returns the token in the fence file, failing with ErrFenced
+// (and counting the refusal) when it names a hold newer than token.
+func (l *Etcd) checkFence(token int64) (int64, error) {
+	f, err := ReadFence(l.fence)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if f > token {
 		if l.hooks.Fenced != nil {
 			l.hooks.Fenced()
 		}
-		return fmt.Errorf("%w (hold %d, fence file %d)", ErrFenced, token, f)
+		return 0, fmt.Errorf("%w (hold %d, fence file %d)", ErrFenced, token, f)
 	}
-	if f == token {
-		return nil
-	}
-	return writeFence(l.fence, token)
+	return f, nil
 }
 
-// readFence reads the token in a fence file, 0 when there is none.
-func readFence(path string) (int64, error) {
+// advanceFence fails with ErrFenced when the fence file names a hold newer
+// than token, and otherwise writes token to it, atomically and durably.
+func (l *Etcd) advanceFence(token int64) error {
+	f, err := l.checkFence(token)
+	if err != nil || f == token {
+		return err
+	}
+	if err := durable.ReplaceFile(l.fence, []byte(strconv.FormatInt(token, 10)+"\n"), (*os.File).Sync); err != nil {
+		return fmt.Errorf("write fence file: %w", err)
+	}
+	return nil
+}
+
+// ReadFence returns the token in the fence file at path, 0 when there is
+// none.
+func ReadFence(path string) (int64, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -364,38 +375,3 @@ func readFence(path string) (int64, error) {
 	}
 	return n, nil
 }
-
-func writeFence(path string, token int64) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write fence file: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
-	if _, err := tmp.WriteString(strconv.FormatInt(token, 10) + "\n"); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write fence file: %w", err)
-	}
-	if err := tmp.Chmod(fileMode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write fence file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write fence file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write fence file: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write fence file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-// ReadFence returns the token in the fence file at path (0 for none).
-func ReadFence(path string) (int64, error) { return readFence(path) }
