@@ -13,8 +13,10 @@
 //   - reads: a ledger page (income_statement) and an API GET (changed) on a
 //     small ledger, straight, through favaproxy, through a bare Go
 //     httputil.ReverseProxy (with favaproxy's transport and copy-buffer
-//     pool) and through nginx configured as a plain reverse proxy with a
-//     keepalive upstream, each proxy in its own process, in front of three
+//     pool), through the floors under any Go proxy (the leanest net/http
+//     forwarder, and a TCP relay below HTTP) and through nginx configured
+//     as a plain reverse proxy with a keepalive upstream, each proxy in its
+//     own process, in front of three
 //     upstreams in turn: a static Go server answering the emulator's bytes
 //     (the proxies' own cost decides), the emulator with reload cost 0, and
 //     the emulator burning a Fava-like CPU time per request one request at
@@ -213,7 +215,7 @@ type Phase struct {
 // Result is one setup's figures in one phase.
 type Result struct {
 	// Setup is "direct", "favaproxy", "favaproxy-no-batch",
-	// "go-reverseproxy" or "nginx".
+	// "go-reverseproxy", "go-nethttp-floor", "go-tcp-relay" or "nginx".
 	Setup string `json:"setup"`
 	// Route is the path requested, for reads.
 	Route string `json:"route,omitempty"`

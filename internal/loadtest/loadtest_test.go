@@ -116,6 +116,15 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
+	setups := map[string]bool{}
+	for _, res := range byName[PhaseReads].Results {
+		setups[res.Setup] = true
+	}
+	for _, name := range []string{"direct", "favaproxy", "go-reverseproxy", "go-nethttp-floor", "go-tcp-relay", "nginx"} {
+		if !setups[name] {
+			t.Errorf("reads: no %s setup", name)
+		}
+	}
 	if got, want := len(byName[PhaseWrites].Results), 3; got != want {
 		t.Errorf("write setups=%d, want %d", got, want)
 	}

@@ -122,12 +122,22 @@ func (b *bench) readsBehind(ctx context.Context, p *Phase, up string, upstream *
 	}
 	defer b.stop(px, "reads-"+up+"-favaproxy")
 	setups := []readSetup{{name: "direct", base: upstream.URL()}, {name: "favaproxy", base: px.URL(), pids: []int{px.Cmd.Process.Pid}}}
-	gp, err := b.goProxy(env, upstream.URL())
+	gp, err := b.benchserveProc(env, "proxy", upstream.URL())
 	if err != nil {
 		return err
 	}
 	defer b.stop(gp, "reads-"+up+"-go-reverseproxy")
 	setups = append(setups, readSetup{name: "go-reverseproxy", base: gp.URL(), pids: []int{gp.Cmd.Process.Pid}})
+	// The floors under any Go proxy: net/http's server with the least a
+	// handler can do, and a relay below HTTP.
+	for _, mode := range []string{"floor", "relay"} {
+		fp, err := b.benchserveProc(env, mode, upstream.URL())
+		if err != nil {
+			return err
+		}
+		defer b.stop(fp, "reads-"+up+"-go-"+mode)
+		setups = append(setups, readSetup{name: floorSetups[mode], base: fp.URL(), pids: []int{fp.Cmd.Process.Pid}})
+	}
 	if nginx != "" {
 		ng, err := startNginx(ctx, nginx, b.dir, upstream.Addr)
 		if err != nil {
@@ -176,7 +186,7 @@ func (b *bench) readsBehind(ctx context.Context, p *Phase, up string, upstream *
 			p.Results = append(p.Results, res)
 		}
 		direct := byName["direct"]
-		for _, name := range []string{"favaproxy", "go-reverseproxy", "nginx"} {
+		for _, name := range []string{"favaproxy", "go-reverseproxy", "go-nethttp-floor", "go-tcp-relay", "nginx"} {
 			if r, ok := byName[name]; ok {
 				p.Checks = append(p.Checks,
 					reported(fmt.Sprintf("%s added p50, ms", name), r.P50Ms-direct.P50Ms),
@@ -189,8 +199,10 @@ func (b *bench) readsBehind(ctx context.Context, p *Phase, up string, upstream *
 			if up == UpstreamFavaSpeed {
 				c = atLeast(c.Name, c.Value, 0.95)
 			}
-			p.Checks = append(p.Checks, c,
-				reported("requests/s go-reverseproxy ÷ nginx", ratio(gp.PerSecond, ng.PerSecond)))
+			p.Checks = append(p.Checks, c)
+			for _, name := range []string{"go-reverseproxy", "go-nethttp-floor", "go-tcp-relay"} {
+				p.Checks = append(p.Checks, reported("requests/s "+name+" ÷ nginx", ratio(byName[name].PerSecond, ng.PerSecond)))
+			}
 		}
 		c := reported("requests/s favaproxy ÷ go-reverseproxy", ratio(fp.PerSecond, gp.PerSecond))
 		if up == UpstreamStatic {
@@ -275,12 +287,15 @@ func (b *bench) static(ctx context.Context, ledger string, paths ...string) (*pr
 	return p, nil
 }
 
-// goProxy starts the bare Go reverse proxy in front of upstream, with env
-// added to its environment.
-func (b *bench) goProxy(env []string, upstream string) (*proctest.Proc, error) {
-	p, err := proctest.StartProcessEnv(env, b.benchserve, "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream)
+// floorSetups names the read setups of benchserve's floor and relay.
+var floorSetups = map[string]string{"floor": "go-nethttp-floor", "relay": "go-tcp-relay"}
+
+// benchserveProc starts benchserve's mode (proxy, floor or relay) in front
+// of upstream, with env added to its environment.
+func (b *bench) benchserveProc(env []string, mode, upstream string) (*proctest.Proc, error) {
+	p, err := proctest.StartProcessEnv(env, b.benchserve, mode, "--listen", "127.0.0.1:0", "--upstream", upstream)
 	if err != nil {
-		return nil, fmt.Errorf("start go reverse proxy: %w", err)
+		return nil, fmt.Errorf("start benchserve %s: %w", mode, err)
 	}
 	return p, nil
 }

@@ -5,6 +5,11 @@
 //	    a bare net/http/httputil.ReverseProxy, with favaproxy's transport
 //	    (proxy.NewTransport with the default timeouts) and, like
 //	    favaproxy, a pool of copy buffers
+//	benchserve floor -listen ADDR -upstream URL
+//	    the leanest net/http forwarder of a GET: no ReverseProxy, router,
+//	    lock or metrics (floor.go)
+//	benchserve relay -listen ADDR -upstream URL
+//	    a TCP relay that knows nothing of HTTP (floor.go)
 //	benchserve static -listen ADDR PATH=FILE...
 //	    a static upstream: GET PATH answers FILE's bytes, as text/html for
 //	    a .html file and application/json otherwise; other paths 404
@@ -46,7 +51,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: benchserve proxy|static [flags]")
+		return errors.New("usage: benchserve proxy|floor|relay|static [flags]")
 	}
 	fs := flag.NewFlagSet("benchserve "+args[0], flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
@@ -54,13 +59,16 @@ func run(args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	var u *url.URL
+	if args[0] != "static" {
+		var err error
+		if u, err = url.Parse(*upstream); err != nil || u.Scheme != "http" || u.Host == "" {
+			return fmt.Errorf("%s: bad -upstream %q", args[0], *upstream)
+		}
+	}
 	var h http.Handler
 	switch args[0] {
 	case "proxy":
-		u, err := url.Parse(*upstream)
-		if err != nil || u.Host == "" {
-			return fmt.Errorf("proxy: bad -upstream %q", *upstream)
-		}
 		h = &httputil.ReverseProxy{
 			Rewrite:    func(r *httputil.ProxyRequest) { r.SetURL(u); r.SetXForwarded() },
 			Transport:  proxy.NewTransport(config.Default().Timeouts),
@@ -69,6 +77,10 @@ func run(args []string) error {
 			// aborted requests are not worth a line each.
 			ErrorLog: log.New(io.Discard, "", 0),
 		}
+	case "floor":
+		h = &floor{host: u.Host}
+	case "relay":
+		return serveRelay(*listen, u.Host)
 	case "static":
 		s, err := newStatic(fs.Args())
 		if err != nil {
@@ -101,6 +113,23 @@ func serve(addr string, h http.Handler) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// serveRelay relays connections on addr to upstream (host:port) until
+// SIGINT or SIGTERM.
+func serveRelay(addr, upstream string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	slog.Info("listening", "addr", ln.Addr().String())
+	return relay(ln, upstream)
 }
 
 // static answers GETs of its paths with fixed bodies.
