@@ -1,8 +1,9 @@
 // Command favabench measures favaproxy against the Fava emulator in one run:
 // concurrent writes straight, through favaproxy with and without group
-// commit; reads straight, through favaproxy, through a bare Go reverse proxy
-// and through nginx, in front of a static, the emulator and a Fava-speed
-// upstream, with each proxy's CPU time per request; favaproxy's peak memory; and a normal write among
+// commit; reads straight, through favaproxy, through a bare Go reverse
+// proxy, through the leanest net/http forwarder and a TCP relay (the floors
+// under any Go proxy) and through nginx, in front of a static, the emulator
+// and a Fava-speed upstream, with each proxy's CPU time per request; favaproxy's peak memory; and a normal write among
 // hostile clients. It prints a table with the ratios and their targets, then
 // one JSON line per phase.
 //
