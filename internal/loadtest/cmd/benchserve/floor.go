@@ -41,7 +41,8 @@ func (f *floor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
 	out.URL.Scheme, out.URL.Host, out.Host = "http", f.host, f.host
-	if err := out.Write(fc.bw); err == nil {
+	err = out.Write(fc.bw)
+	if err == nil {
 		err = fc.bw.Flush()
 	}
 	var resp *http.Response
