@@ -258,7 +258,15 @@ func (l *Ledger) checkKey(ctx context.Context, ar *addRequest, now snapshot) (*R
 		}
 	case found > 0:
 		if last, seen, err := l.journal.Latest(ar.key); err == nil && seen &&
-			last.User == string(ar.req.User) && last.Fingerprint == ar.fingerprint && found >= len(ar.entries) {
+			last.User == string(ar.req.User) && last.Fingerprint == ar.fingerprint {
+			if found < len(ar.entries) {
+				// An earlier attempt of this request, recorded without
+				// a success, left part of its entries: writing again
+				// would store those twice, and so would another key.
+				l.log.Error("idempotency key partially written", "ledger", l.slug, "key", ar.key,
+					"sent", len(ar.entries), "found", found, "request_id", ar.req.RequestID)
+				return l.partialAnswer(ar, now, len(ar.entries), found), nil
+			}
 			// An earlier attempt of this request, recorded without an
 			// answer from Fava (its outcome unknown), landed after all.
 			body := fava.SuccessBody(l.replyStyle(ctx), fava.StoredMessage(found), l.mtime())
@@ -270,7 +278,7 @@ func (l *Ledger) checkKey(ctx context.Context, ar *addRequest, now snapshot) (*R
 		// In the ledger, but favaproxy has no record of the request that
 		// wrote it (another tool used the link, or the journal was lost):
 		// nothing to replay, and writing would store it twice.
-		body := mustMarshal(map[string]any{"error": "idempotency key is already in the ledger, but favaproxy has no record of the request that wrote it; nothing was written; use another key", "found": found})
+		body := mustMarshal(map[string]any{"error": "idempotency key is already in the ledger, but favaproxy has no record of the request that wrote it; this request was not written; check the ledger before sending it again under another key", "found": found})
 		l.journalAnswer(ar, now, journal.OutcomeConflict, http.StatusConflict, body, "found in the ledger, not in the journal")
 		return &Response{Status: http.StatusConflict, Header: jsonHeader(), Body: body}, nil
 	}
@@ -405,8 +413,10 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 		}
 		return res, errs
 
-	case refused && len(batch) == 1 && serr == nil:
-		// Refused: Fava's answer, as it gave it.
+	case refused && len(batch) == 1 && serr == nil && (unchanged || batch[0].key == ""):
+		// Refused: Fava's answer, as it gave it. A keyed request that
+		// Fava refused after writing part of it is answered below from
+		// the entries its key is on.
 		res[0] = toResponse(resp)
 		record(batch[0], journal.Record{Outcome: journal.OutcomeError, Status: resp.Status,
 			Reply: jsonOrNil(resp.Body), Files: files, Batch: 1, Note: reply.Message})
@@ -432,9 +442,12 @@ func (l *Ledger) commitAdds(ctx context.Context, batch []*addRequest, before sna
 	// with no rollback to settle it (durability off, or a rollback that
 	// failed and stays hot), or a write kept as complete without an
 	// answer. Nothing is resent.
-	if serr != nil {
+	switch {
+	case serr != nil:
 		ferr = serr
-	} else if ferr == nil {
+	case ferr == nil && refused:
+		ferr = fmt.Errorf("add entries: %w", favaproxy.Errorf(favaproxy.EUpstream, "fava refused the write after changing the ledger: %s", reply.Message))
+	case ferr == nil:
 		ferr = fmt.Errorf("add entries: %w", favaproxy.Errorf(favaproxy.EUpstream, "fava's answer was not understood: %s", reply.Message))
 	}
 	for i, ar := range batch {

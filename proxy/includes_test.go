@@ -64,3 +64,43 @@ func TestRefusedBatchJudgedOverAllFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyedRefusalAfterPartialWrite: Fava wrote the first of a keyed
+// request's two entries and then refused it. Without a rollback to put the
+// file back, the request and its retries are told that one of the two
+// entries is in the ledger (409 partial), never that nothing was written:
+// a client told so would send the written entry again under a new key.
+// With the rollback, the partial write is put back and Fava's refusal is
+// the answer. Either way the written entry is in the ledger at most once.
+func TestKeyedRefusalAfterPartialWrite(t *testing.T) {
+	for _, style := range styles {
+		for _, durable := range []bool{true, false} {
+			t.Run(style+map[bool]string{true: "/Rollback", false: "/NoRollback"}[durable], func(t *testing.T) {
+				e := newAddEnv(t, style, "")
+				e.front.refuseAfterFirst = true
+				e.cfg.Durability.Disabled = !durable
+				e.start(t, Options{})
+				body := entriesBody(txn("part-a"), txn(refuseMarker))
+				for attempt := range 2 {
+					resp, b := putEntries(t, e.url, "alice", "k-part", body)
+					if strings.Contains(b, "nothing was written") {
+						t.Errorf("attempt %d: told %q, but part-a may be in the ledger", attempt+1, b)
+					}
+					switch {
+					case durable && !strings.Contains(b, "Invalid amount."):
+						t.Errorf("attempt %d: status %d %s, want Fava's refusal", attempt+1, resp.StatusCode, b)
+					case !durable && (resp.StatusCode != http.StatusConflict || !strings.Contains(b, `"found":1`)):
+						t.Errorf("attempt %d: status %d %s, want 409 with the key found on 1 entry", attempt+1, resp.StatusCode, b)
+					}
+				}
+				want := 1
+				if durable {
+					want = 0
+				}
+				if got := strings.Count(e.ledgerText(t), "part-a"); got != want {
+					t.Fatalf("part-a is in the ledger %d times, want %d:\n%s", got, want, e.ledgerText(t))
+				}
+			})
+		}
+	}
+}
