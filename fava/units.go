@@ -15,8 +15,9 @@ type Units struct {
 	// Currency is "" when the amount names none (Beancount infers it).
 	Currency string
 	// Places are the decimal places of the number as written ("1.50": 2),
-	// which Beancount's precision inference goes by; for an expression,
-	// the fewest places its value needs.
+	// which Beancount's precision inference goes by; -1 for an expression
+	// ("1.5+1.5"), whose places Python's decimal arithmetic decides ("3.0":
+	// 1), not its value.
 	Places int
 	// Cost and Price report a cost ({…}) or a price (@, @@) after the
 	// units: the posting's weight is then not its units.
@@ -41,9 +42,9 @@ func PostingUnits(s string) (Units, error) {
 		if why != "" {
 			return Units{}, fmt.Errorf("amount %s: %s", quoteShort(s), why)
 		}
-		u.Number = v
-		u.Places, _ = DecimalPlaces(v)
+		u.Number, u.Places = v, -1
 		if lit := p.toks[p.pos-1]; lit.kind == tNumber && (p.pos-start == 1 || p.pos-start == 2 && p.toks[start].kind == tOp) {
+			u.Places = 0
 			if _, frac, ok := strings.Cut(lit.text, "."); ok {
 				u.Places = len(frac)
 			}

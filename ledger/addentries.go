@@ -16,6 +16,7 @@ import (
 
 	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/beancount"
+	"github.com/favaproxy/favaproxy/checksum"
 	"github.com/favaproxy/favaproxy/config"
 	"github.com/favaproxy/favaproxy/fava"
 	"github.com/favaproxy/favaproxy/journal"
@@ -49,6 +50,32 @@ type addRequest struct {
 	// deltas are, for each of the request's balance requirements, the
 	// units the entries move into its account.
 	deltas []*big.Rat
+	// typed are the entries as read, kept for a request with balance
+	// requirements.
+	typed []fava.Entry
+}
+
+// addFingerprint identifies an add_entries request for its idempotency
+// key: its entries and, when it has any, its conditions (If-Match,
+// If-None-Match, balance requirements), so that a key reused with other
+// conditions is a different request (422), not a replay of an answer given
+// under the old ones.
+func addFingerprint(slug string, entries []json.RawMessage, req *Request) string {
+	fp := fava.Fingerprint(addEntriesRoute, slug, entries)
+	var cond []string
+	if p := req.Precondition; p.Set() {
+		cond = append(cond, "If-Match: "+strings.Join(p.IfMatch, ", "))
+		if p.IfNoneMatchAny {
+			cond = append(cond, "If-None-Match: *")
+		}
+	}
+	for _, r := range req.Require {
+		cond = append(cond, RequireHeader+": "+r.Text)
+	}
+	if len(cond) == 0 {
+		return fp // as before conditions existed: keys in old journals still match
+	}
+	return checksum.String(fp + "\n" + strings.Join(cond, "\n"))
 }
 
 // prepareAdd checks an add_entries write before it waits for any lock: it
@@ -73,14 +100,18 @@ func (l *Ledger) prepareAdd(req *Request) (done func(), err error) {
 	}
 	ar := &addRequest{
 		req:         req,
-		fingerprint: fava.Fingerprint(addEntriesRoute, l.slug, parsed.Entries),
+		fingerprint: addFingerprint(l.slug, parsed.Entries, req),
 		entries:     parsed.Entries,
 	}
 	if req.Require != nil {
+		// A tolerance of the ledger's own makes Beancount round
+		// interpolated amounts in ways not followed here.
 		_, tolerance := opts["inferred_tolerance_default"]
-		if ar.deltas, err = requirementDeltas(req.Require, parsed.Typed, roots, tolerance); err != nil {
+		_, multiplier := opts["inferred_tolerance_multiplier"]
+		if ar.deltas, err = requirementDeltas(req.Require, parsed.Typed, roots, tolerance || multiplier); err != nil {
 			return nil, err
 		}
+		ar.typed = parsed.Typed
 	}
 	done = func() {}
 	if req.IdempotencyKey != "" {

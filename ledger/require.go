@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/favaproxy/favaproxy"
+	"github.com/favaproxy/favaproxy/beancount"
 	"github.com/favaproxy/favaproxy/fava"
 	"github.com/favaproxy/favaproxy/journal"
 )
@@ -39,8 +40,10 @@ import (
 // posting on a named account whose units Beancount would have to
 // interpolate from postings that carry a cost or a price (or from more than
 // one posting without an amount, or that Beancount would round to the
-// precision of the others or to the ledger's inferred_tolerance_default),
-// or whose number is not a decimal Beancount holds exactly (1/3).
+// precision of the others, to the ledger's own tolerance options or to
+// the precision of an expression), or whose number is not a decimal
+// Beancount holds exactly (1/3). Under the lock, checkPads refuses alike a
+// write whose effect a pad of the ledger would change.
 
 // RequireHeader is the header of balance requirements.
 const RequireHeader = "Favaproxy-Require"
@@ -192,6 +195,7 @@ func transactionUnits(e fava.Entry, tolerance bool) ([]map[string]*big.Rat, erro
 	simple := !tolerance // every complete posting's weight is its units
 	residual := map[string]*big.Rat{}
 	places := map[string]int{} // the fewest places of a number written with some
+	exprs := map[string]bool{} // currencies with an expression, of unknown places
 	for i, p := range e.Postings {
 		u, err := fava.PostingUnits(p.Amount)
 		if err != nil {
@@ -217,6 +221,9 @@ func transactionUnits(e fava.Entry, tolerance bool) ([]map[string]*big.Rat, erro
 		} else {
 			residual[u.Currency] = new(big.Rat).Set(u.Number)
 		}
+		if u.Places < 0 {
+			exprs[u.Currency] = true
+		}
 		if p, seen := places[u.Currency]; u.Places > 0 && (!seen || u.Places < p) {
 			places[u.Currency] = u.Places
 		}
@@ -232,6 +239,9 @@ func transactionUnits(e fava.Entry, tolerance bool) ([]map[string]*big.Rat, erro
 	for c, n := range residual {
 		if n.Sign() == 0 || u.Currency != "" && u.Currency != c {
 			continue
+		}
+		if exprs[c] {
+			return out, nil // Beancount's rounding goes by places not known here
 		}
 		if rp, _ := fava.DecimalPlaces(n); rp > 0 && (places[c] == 0 || rp > places[c]) {
 			return out, nil // Beancount would round it
@@ -260,6 +270,9 @@ func (l *Ledger) checkRequirements(ctx context.Context, ar *addRequest) (*Respon
 		if !slices.Contains(accounts, r.Account) {
 			accounts = append(accounts, r.Account)
 		}
+	}
+	if err := l.checkPads(reqs, ar.typed); err != nil {
+		return nil, err
 	}
 	bal, err := l.queryBalances(ctx, accounts)
 	if err != nil {
@@ -329,4 +342,74 @@ func (l *Ledger) queryBalances(ctx context.Context, accounts []string) (fava.Bal
 func refusedRecord(resp *Response, before snapshot, note string) journal.Record {
 	return journal.Record{Outcome: journal.OutcomeRefused, Status: resp.Status, Reply: resp.Body,
 		Files: before.changes(before, ""), Note: note}
+}
+
+// ledgerPad is a pad directive of the ledger: Beancount inserts on its
+// date the units that make account's balance meet the first balance
+// assertion on account after it (limit, "" when there is none yet), taken
+// from source.
+type ledgerPad struct {
+	date, account, source, limit string
+}
+
+// checkPads refuses (400) a write whose effect on a required balance a pad
+// of the ledger would change, so that favaproxy cannot compute it from the
+// postings: a posting on the padded account (or a sub-account) dated before
+// the assertion the pad is for changes the pad's amount by as much, moving
+// it between the padded and the source account, and a new balance
+// assertion on a padded account can set a pad's amount. It reads the index
+// as refreshed under the ledger lock.
+func (l *Ledger) checkPads(reqs []Requirement, entries []fava.Entry) error {
+	var pads []ledgerPad
+	type assertion struct{ date, account string }
+	var balances []assertion
+	for _, f := range l.index.Ledger().Files {
+		for _, b := range l.index.Blocks(f) {
+			switch {
+			case b.Kind == beancount.KindPad && len(b.Accounts) == 2:
+				pads = append(pads, ledgerPad{date: b.Date, account: b.Accounts[0], source: b.Accounts[1]})
+			case b.Kind == beancount.KindBalance && len(b.Accounts) == 1:
+				balances = append(balances, assertion{b.Date, b.Accounts[0]})
+			}
+		}
+	}
+	for _, p := range pads {
+		var req *Requirement
+		for i, r := range reqs {
+			if r.covers(p.account) || r.covers(p.source) {
+				req = &reqs[i]
+				break
+			}
+		}
+		if req == nil {
+			continue
+		}
+		for _, b := range balances {
+			if b.account == p.account && b.date > p.date && (p.limit == "" || b.date < p.limit) {
+				p.limit = b.date
+			}
+		}
+		under := func(account string) bool {
+			return account == p.account || strings.HasPrefix(account, p.account+":")
+		}
+		for ei, e := range entries {
+			switch e.Type {
+			case fava.TypeBalance:
+				if under(e.Account) {
+					return favaproxy.FieldErrorf(fmt.Sprintf("entries[%d]", ei),
+						"a balance assertion on %s, which the ledger pads (pad of %s), can change the pad's amount: the condition %q cannot be computed ahead",
+						e.Account, p.date, short(req.Text))
+				}
+			case fava.TypeTransaction:
+				for pi, po := range e.Postings {
+					if under(po.Account) && p.limit != "" && e.Date < p.limit {
+						return favaproxy.FieldErrorf(fmt.Sprintf("entries[%d].postings[%d]", ei, pi),
+							"dated before the balance assertion of %s on %s, which the pad of %s fills from %s: the pad would absorb it, so the condition %q cannot be computed ahead",
+							p.account, p.limit, p.date, p.source, short(req.Text))
+					}
+				}
+			}
+		}
+	}
+	return nil
 }

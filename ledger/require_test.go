@@ -55,6 +55,11 @@ func TestTransactionUnits(t *testing.T) {
 		{"Priced", []fava.Posting{p("Assets:A", "-10 USD"), p("Assets:C", "1 EUR @ 1 USD"), p("Expenses:B", "")}, ""},
 		{"TwoMissing", []fava.Posting{p("Assets:A", "-10 USD"), p("Assets:C", ""), p("Expenses:B", "")}, ""},
 		{"NoCurrency", []fava.Posting{p("Assets:A", "-10 USD"), p("Expenses:B", "10")}, ""},
+		// Python's decimal makes 1.5+1.5 "3.0", one place: Beancount
+		// rounds 3.35 to 3.4. The places of an expression are not
+		// followed here, so nothing is interpolated.
+		{"Expression", []fava.Posting{p("Expenses:F", "1.5+1.5 USD"), p("Expenses:F", "0.35 USD"), p("Assets:B", "")}, ""},
+		{"SignedLiteral", []fava.Posting{p("Assets:A", "-10.25 USD"), p("Assets:C", "+1.50 USD"), p("Expenses:B", "")}, "8.75"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := fava.Entry{Type: fava.TypeTransaction, Postings: tc.postings}

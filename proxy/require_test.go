@@ -286,3 +286,100 @@ func TestRequireKeyedReplay(t *testing.T) {
 		})
 	}
 }
+
+// paddedLedger fills the wallet from Equity:Opening with a pad, up to the
+// balance assertion of 2024-03-01.
+const paddedLedger = `2024-01-01 open Assets:Wallet
+2024-01-01 open Equity:Opening
+
+2024-01-01 pad Assets:Wallet Equity:Opening
+
+2024-03-01 balance Assets:Wallet 100 USD
+`
+
+// TestRequirePadded: a pad's amount is whatever makes the wallet meet the
+// assertion after it, so a withdrawal dated before that assertion moves
+// nothing out of the wallet (bean-query shows the pad absorbing it) and a
+// condition on the wallet or on the pad's source cannot be computed from
+// the postings: 400, nothing sent to Fava. A balance assertion on the
+// padded wallet is refused alike; a withdrawal after the assertion is
+// written.
+func TestRequirePadded(t *testing.T) {
+	e := newAddEnv(t, favatest.Style130, paddedLedger)
+	e.start(t, Options{})
+	early := strings.ReplaceAll(withdrawal("early"), "2024-06-01", "2024-02-01")
+	assertion := `{"t":"Balance","date":"2024-06-02","account":"Assets:Wallet","amount":{"number":"90","currency":"USD"},"meta":{}}`
+	for _, tc := range []struct{ name, require, body, field string }{
+		{"Backdated", "Assets:Wallet >= 95 USD", early, "entries[0].postings[0]"},
+		{"BackdatedSource", "Equity >= -100 USD", early, "entries[0].postings[0]"},
+		{"Assertion", "Assets >= 0 USD", assertion, "entries[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := putRequire(t, e.url, "", tc.require, entriesBody(tc.body))
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, tc.field) || !strings.Contains(body, "pad") {
+				t.Errorf("status %d, body %s; want 400 naming %s and the pad", resp.StatusCode, body, tc.field)
+			}
+		})
+	}
+	if got := e.front.calls.Load(); got != 0 {
+		t.Fatalf("%d add_entries calls reached Fava", got)
+	}
+	// Unpadded accounts and later dates are computed as usual.
+	resp, body := putRequire(t, e.url, "", "Assets:Wallet <= 1000 USD, Expenses:Food <= 10 USD", entriesBody(withdrawal("late")))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("late withdrawal: status %d, body %s", resp.StatusCode, body)
+	}
+	// Why: written without a condition, the early withdrawal leaves the
+	// wallet where it was; the pad takes 10 USD more from Equity:Opening.
+	if resp, body := putEntries(t, e.url, "alice", "", entriesBody(early)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("early withdrawal: status %d, body %s", resp.StatusCode, body)
+	}
+	if got := walletBalance(t, e.file); got.Cmp(big.NewRat(90, 1)) != 0 {
+		t.Errorf("bean-query: wallet at %s, want 90 (100 padded, -10 late; the early -10 absorbed)", got.FloatString(2))
+	}
+}
+
+// TestRequireTolerance: with inferred_tolerance_multiplier set, Beancount
+// rounds an interpolated amount to a coarser step (bean-query books 1.4 for
+// 1.35 here), so a condition on that posting cannot be computed: 400.
+func TestRequireTolerance(t *testing.T) {
+	e := newAddEnv(t, favatest.Style130, "option \"inferred_tolerance_multiplier\" \"5\"\n"+walletLedger)
+	e.start(t, Options{})
+	body := entriesBody(strings.ReplaceAll(withdrawal("x"), `"amount":"-10 USD"},{"account":"Expenses:Food","amount":""}`,
+		`"amount":""},{"account":"Expenses:Food","amount":"1.35 USD"}`))
+	resp, b := putRequire(t, e.url, "", "Assets:Wallet >= 98.65 USD", body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "entries[0].postings[0]") {
+		t.Fatalf("status %d, body %s; want 400 naming the interpolated posting", resp.StatusCode, b)
+	}
+	if resp, b := putEntries(t, e.url, "alice", "", body); resp.StatusCode != http.StatusOK {
+		t.Fatalf("without the condition: status %d, body %s", resp.StatusCode, b)
+	}
+	if got, want := walletBalance(t, e.file), big.NewRat(986, 10); got.Cmp(want) != 0 {
+		t.Errorf("bean-query: wallet at %s, want 98.60 (the interpolated -1.35 booked as -1.4)", got.FloatString(2))
+	}
+}
+
+// TestRequireKeyOtherConditions: a key is one request, conditions
+// included: the same key and entries with another requirement or another
+// If-Match is a different request (422), not a replay of the answer given
+// under the first conditions.
+func TestRequireKeyOtherConditions(t *testing.T) {
+	e := newAddEnv(t, favatest.Style130, walletLedger)
+	e.start(t, Options{})
+	body := entriesBody(strings.ReplaceAll(withdrawal("big"), "-10 USD", "-150 USD"))
+	if resp, b := putRequire(t, e.url, "k-cond", "Assets:Wallet >= 0 USD", body); resp.StatusCode != http.StatusConflict {
+		t.Fatalf("first: status %d; %s", resp.StatusCode, b)
+	}
+	if resp, b := putRequire(t, e.url, "k-cond", "Assets:Wallet >= -100 USD", body); resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Errorf("other requirement: status %d, want 422; %s", resp.StatusCode, b)
+	}
+	if resp, b := putEntriesIf(t, e.url, "alice", "k-cond", `"v1-stale"`, body); resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Errorf("If-Match instead: status %d, want 422; %s", resp.StatusCode, b)
+	}
+	if resp, b := putRequire(t, e.url, "k-cond", "Assets:Wallet >= 0 USD", body); resp.StatusCode != http.StatusConflict || resp.Header.Get(ledger.ReplayedHeader) != "true" {
+		t.Errorf("same conditions: status %d replayed=%q, want the 409 replayed; %s", resp.StatusCode, resp.Header.Get(ledger.ReplayedHeader), b)
+	}
+	if got := walletBalance(t, e.file); got.Cmp(big.NewRat(100, 1)) != 0 {
+		t.Errorf("wallet at %s, want 100", got.FloatString(2))
+	}
+}
