@@ -68,10 +68,11 @@ type EtcdHooks struct {
 
 // etcdHold is one exclusive hold of the mutex.
 type etcdHold struct {
-	mutex *concurrency.Mutex
-	token int64
-	lost  chan struct{}
-	once  sync.Once
+	mutex   *concurrency.Mutex
+	session *concurrency.Session
+	token   int64
+	lost    chan struct{}
+	once    sync.Once
 }
 
 // ErrLeaseLost is returned by Verify, and by Lock when the lease ends
@@ -120,7 +121,7 @@ func (l *Etcd) Lock(ctx context.Context) (func(), error) {
 			l.mu.Lock()
 			l.hold = nil
 			l.mu.Unlock()
-			unlock(h.mutex)
+			l.unlock(h.session, h.mutex)
 			h.once.Do(func() { close(h.lost) }) // ends its watcher
 			l.sem.Release(writerWeight)
 		})
@@ -135,19 +136,23 @@ func (l *Etcd) acquire(ctx context.Context) (*etcdHold, error) {
 	}
 	m := concurrency.NewMutex(s, l.key)
 	if err := m.Lock(ctx); err != nil {
+		// The wait may have put the key before it failed (a deadline
+		// during the acquiring Txn), and the session would keep that
+		// key alive: end the session, which revokes its lease.
+		l.endSession(s)
 		if errors.Is(err, concurrency.ErrSessionExpired) {
 			err = fmt.Errorf("%w: %w", ErrLeaseLost, err)
 		}
 		return nil, err
 	}
-	h := &etcdHold{mutex: m, token: m.Header().Revision, lost: make(chan struct{})}
+	h := &etcdHold{mutex: m, session: s, token: m.Header().Revision, lost: make(chan struct{})}
 	if err := l.advanceFence(h.token); err != nil {
-		unlock(m)
+		l.unlock(s, m)
 		return nil, err
 	}
 	select {
 	case <-s.Done():
-		unlock(m)
+		l.unlock(s, m)
 		return nil, ErrLeaseLost
 	default:
 	}
@@ -158,11 +163,28 @@ func (l *Etcd) acquire(ctx context.Context) (*etcdHold, error) {
 	return h, nil
 }
 
-// unlock releases m. A failed unlock leaves the key until the lease ends.
-func unlock(m *concurrency.Mutex) {
+// unlock releases m, held on s. When etcd does not take the release, s
+// is ended: its key would otherwise stay as long as the session renews its
+// lease, and hold off every other host until this one writes again.
+func (l *Etcd) unlock(s *concurrency.Session, m *concurrency.Mutex) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = m.Unlock(ctx)
+	if err := m.Unlock(ctx); err != nil {
+		l.endSession(s)
+	}
+}
+
+// endSession stops renewing s's lease and revokes it, which deletes every
+// key put under it: the lock is free for others at once, or when the
+// lease's TTL runs out if etcd cannot be reached. The next Lock starts a
+// new session. The revocation runs in the background, bounded by the TTL.
+func (l *Etcd) endSession(s *concurrency.Session) {
+	l.mu.Lock()
+	if l.session == s {
+		l.session = nil
+	}
+	l.mu.Unlock()
+	go s.Close()
 }
 
 // watch marks h lost when its session ends while h is held.

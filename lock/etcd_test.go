@@ -242,3 +242,45 @@ func BenchmarkLockEtcdVsFlock(b *testing.B) {
 		})
 	}
 }
+
+// TestEtcdReleaseWhileDown: a release that etcd does not take (it is down
+// for a moment) must not leave the lock's key behind under a lease the
+// session keeps renewing once etcd is back: the release ends the session,
+// whose lease is revoked when etcd returns, and another host gets the lock
+// long before the lease would have run out (without this one writing
+// again).
+func TestEtcdReleaseWhileDown(t *testing.T) {
+	srv := etcdtest.Start(t)
+	// Much longer than etcd is down here, so that the session outlives it.
+	const ttl = 10 * time.Second
+	locks := hosts(t, srv, t.TempDir(), 2, ttl, lock.EtcdHooks{})
+	a, b := locks[0], locks[1]
+	release, err := a.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	release()
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*ttl)
+	defer cancel()
+	start := time.Now()
+	rb, err := b.Lock(ctx)
+	if err != nil {
+		t.Fatalf("the other host after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	rb()
+	if d := time.Since(start); d > ttl/2 {
+		t.Errorf("the other host waited %v for a lock released before, want well under the TTL (%v)", d.Round(time.Millisecond), ttl)
+	}
+	// The first host locks again, on a new session.
+	ctx, cancel = context.WithTimeout(context.Background(), 2*ttl)
+	defer cancel()
+	ra, err := a.Lock(ctx)
+	if err != nil {
+		t.Fatalf("the first host again: %v", err)
+	}
+	ra()
+}
