@@ -25,3 +25,13 @@ func CountFlocks(tb testing.TB) *atomic.Int64 {
 	}
 	return &n
 }
+
+// BeginIdleDrop takes what the idle timer's drop of the shared file lock
+// holds while it runs, as if the timer fired now and found a reader in;
+// the returned function ends it.
+func BeginIdleDrop(l *File) func() {
+	if !l.rmu.TryAcquire(1) {
+		panic("lock: the drop's mutex is taken")
+	}
+	return func() { l.rmu.Release(1) }
+}

@@ -1,8 +1,10 @@
 package lock_test
 
 import (
+	"context"
 	"encoding/binary"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -207,4 +209,33 @@ func TestTruncatedTurnstileDoesNotCrash(t *testing.T) {
 	held()
 	mustLock(t, l.Lock)() // announces: faults no more
 	mustLock(t, l.RLock)()
+}
+
+// TestIdleDropRetried: the last reader of a process leaves while a writer
+// of another process waits, just as the idle timer's drop of the shared
+// flock runs (it found that reader still in). The reader's own drop gives
+// way to the timer's, so it must be retried: otherwise the process keeps
+// its shared flock with no reader in, and the writer, whose announcement
+// keeps new readers from coming in to drop it, waits in vain.
+func TestIdleDropRetried(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	a, b := lock.New(path), lock.New(path)
+	read := mustLock(t, a.RLock)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		release, err := b.Lock(ctx)
+		if err == nil {
+			release()
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // b announces its wait
+	endDrop := lock.BeginIdleDrop(a)
+	read()
+	endDrop()
+	if err := <-done; err != nil {
+		t.Fatalf("writer of the other process: %v", err)
+	}
 }

@@ -346,11 +346,13 @@ func (l *File) readRelease() func() {
 	}
 }
 
-// dropIdle drops the shared file lock if no reader holds the lock. It
-// gives up when rmu is taken: whoever holds it takes or drops the file lock
-// itself, and a reader that leaves later comes back here.
+// dropIdle drops the shared file lock if no reader holds the lock. When
+// rmu is taken it tries again RetryDelay later: the holder may be the idle
+// timer's own drop, which found a reader in who has left since, and with a
+// writer of another process announced no new reader comes to drop it.
 func (l *File) dropIdle() {
 	if !l.rmu.TryAcquire(1) {
+		l.idle.Reset(RetryDelay)
 		return
 	}
 	if l.st.CompareAndSwap(1, 0) {
