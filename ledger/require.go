@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/favaproxy/favaproxy"
 	"github.com/favaproxy/favaproxy/beancount"
@@ -319,6 +321,31 @@ func (l *Ledger) queryBalances(ctx context.Context, accounts []string) (fava.Bal
 		return nil, fmt.Errorf("reload before balance query: %w", err)
 	}
 	l.noteStyle(resp.Reply.Style)
+	// Fava's watcher (watchfiles, from 1.29 on) reports a change made by
+	// others (a rollback put back, an importer under favaproxy lock) only
+	// after a debounce: until its mtime reaches the files', Fava answers
+	// from the ledger as it was.
+	newest := l.newestMtime()
+	for wait := time.NewTimer(favaCatchUp); ; {
+		seen, perr := strconv.ParseInt(resp.Reply.Mtime, 10, 64)
+		if perr != nil || seen >= newest {
+			wait.Stop()
+			break
+		}
+		select {
+		case <-wait.C:
+			return nil, favaproxy.WithRetryAfter(fmt.Errorf("reload before balance query: %w", favaproxy.Errorf(favaproxy.EUnavailable,
+				"fava has not seen the latest change to the ledger's files after %v; nothing was written; retry", favaCatchUp)), 1)
+		case <-cctx.Done():
+			wait.Stop()
+			return nil, fmt.Errorf("reload before balance query: %w", cctx.Err())
+		case <-time.After(favaCatchUpPoll):
+		}
+		if resp, err = get("changed", nil); err != nil {
+			wait.Stop()
+			return nil, fmt.Errorf("reload before balance query: %w", err)
+		}
+	}
 	q := fava.BalanceQuery(accounts)
 	for _, name := range fava.QueryEndpoints(l.styleOf()) {
 		resp, err = get(name, map[string][]string{"query_string": {q}})
@@ -335,6 +362,26 @@ func (l *Ledger) queryBalances(ctx context.Context, accounts []string) (fava.Bal
 		return fava.ParseBalances(resp.Reply.Data)
 	}
 	return nil, fmt.Errorf("balance query: %w", favaproxy.Errorf(favaproxy.EUpstream, "fava has no query endpoint"))
+}
+
+// How long a balance query waits for Fava's watcher to see the ledger's
+// latest change (watchfiles reports changes within its 1.6 s debounce),
+// and how often it asks.
+const (
+	favaCatchUp     = 3 * time.Second
+	favaCatchUpPoll = 50 * time.Millisecond
+)
+
+// newestMtime is the latest modification time, in nanoseconds, of the
+// ledger's files as the index last read them.
+func (l *Ledger) newestMtime() int64 {
+	var newest int64
+	for _, p := range l.index.Ledger().Files {
+		if f, ok := l.index.File(p); ok {
+			newest = max(newest, f.ModTime.UnixNano())
+		}
+	}
+	return newest
 }
 
 // refusedRecord is the journal record of a conditional write refused

@@ -122,12 +122,19 @@ type addEnv struct {
 // proxies with (start starts one).
 func newAddEnv(tb testing.TB, style, extra string) *addEnv {
 	tb.Helper()
+	return newAddEnvOpts(tb, favatest.Options{Style: style, ReloadCostPerTxn: -1}, extra)
+}
+
+// newAddEnvOpts is newAddEnv with the emulator's options.
+func newAddEnvOpts(tb testing.TB, fo favatest.Options, extra string) *addEnv {
+	tb.Helper()
+	style := fo.Style
 	dir := tb.TempDir()
 	file := filepath.Join(dir, "main.beancount")
 	if err := os.WriteFile(file, []byte(addLedger+extra), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	fs, err := favatest.New(favatest.Options{Style: style, ReloadCostPerTxn: -1}, file)
+	fs, err := favatest.New(fo, file)
 	if err != nil {
 		tb.Fatal(err)
 	}

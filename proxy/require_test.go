@@ -6,10 +6,12 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/favaproxy/favaproxy/fava"
 	"github.com/favaproxy/favaproxy/internal/favatest"
@@ -381,5 +383,47 @@ func TestRequireKeyOtherConditions(t *testing.T) {
 	}
 	if got := walletBalance(t, e.file); got.Cmp(big.NewRat(100, 1)) != 0 {
 		t.Errorf("wallet at %s, want 100", got.FloatString(2))
+	}
+}
+
+// TestRequireWaitsForFavasWatcher: Fava's watchfiles watcher (1.29 on)
+// reports a change made by another program only after a debounce. An
+// importer (under the ledger lock, as `favaproxy lock` runs it) empties
+// the wallet, and a conditional withdrawal follows at once: favaproxy
+// waits until Fava's mtime has caught up with the files before it asks
+// for the balance, so the withdrawal is refused and the wallet stays at 0
+// (bean-query). Asked at once, Fava would still report 100 USD.
+func TestRequireWaitsForFavasWatcher(t *testing.T) {
+	const delay = time.Second
+	e := newAddEnvOpts(t, favatest.Options{Style: favatest.Style130, ReloadCostPerTxn: -1, WatchDelay: delay}, walletLedger)
+	e.start(t, Options{})
+	api := strings.TrimSuffix(e.url, "add_entries")
+	// Fava has loaded the ledger: the wallet holds 100 USD.
+	direct := e.cfg.Upstream + "/" + testSlug + "/api/"
+	if bal, err := directBalance(direct, favatest.Style130); err != nil || bal.Cmp(big.NewRat(100, 1)) != 0 {
+		t.Fatalf("balance before: %v %v", bal, err)
+	}
+	f, err := os.OpenFile(e.file, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("\n2024-05-01 * \"Import\"\n  Assets:Wallet  -100 USD\n  Expenses:Food\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	start := time.Now()
+	if bal, err := directBalance(direct, favatest.Style130); err != nil || bal.Cmp(big.NewRat(100, 1)) != 0 {
+		t.Fatalf("Fava asked at once: balance %v %v, want the stale 100 USD", bal, err)
+	}
+	resp, body := putRequire(t, api+"add_entries", "", "Assets:Wallet >= 0 USD", entriesBody(withdrawal("after import")))
+	if resp.StatusCode != http.StatusConflict {
+		t.Errorf("status %d, body %s; want 409 on the imported balance of 0", resp.StatusCode, body)
+	}
+	if !strings.Contains(body, `"balance":"0 USD"`) {
+		t.Errorf("body %s; want the balance seen to be 0 USD", body)
+	}
+	t.Logf("answered after %v (watch delay %v)", time.Since(start).Round(time.Millisecond), delay)
+	if got := walletBalance(t, e.file); got.Sign() != 0 {
+		t.Errorf("bean-query: wallet at %s, want 0", got.FloatString(2))
 	}
 }

@@ -293,7 +293,7 @@ func apiPutSource(s *Server, l *ledger, r *http.Request, args map[string]any) (a
 	if err != nil {
 		return nil, err
 	}
-	l.notify()
+	l.notify(path)
 	if err := l.reload(); err != nil {
 		return nil, err
 	}
@@ -337,7 +337,7 @@ func apiPutSlice(s *Server, l *ledger, r *http.Request, args map[string]any) (an
 	if err := s.rewrite(e.file, sliceEdit(e, args["sha256sum"].(string), source, false)); err != nil {
 		return nil, err
 	}
-	l.notify()
+	l.notify(e.file)
 	return checksum.String(source), nil
 }
 
@@ -352,7 +352,7 @@ func apiDeleteSlice(s *Server, l *ledger, r *http.Request, args map[string]any) 
 	if err := s.rewrite(e.file, sliceEdit(e, args["sha256sum"].(string), "", true)); err != nil {
 		return nil, err
 	}
-	l.notify()
+	l.notify(e.file)
 	return fmt.Sprintf("Deleted entry %s.", hash), nil
 }
 
@@ -414,7 +414,7 @@ func apiAddEntries(s *Server, l *ledger, r *http.Request, args map[string]any) (
 				}
 			}
 		}
-		l.notify()
+		l.notify(file)
 	}
 	return fmt.Sprintf("Stored %d entries.", len(entries)), nil
 }
@@ -476,7 +476,7 @@ func (s *Server) insertMetadata(l *ledger, hash, basekey, value string) error {
 	if err != nil {
 		return err
 	}
-	l.notify()
+	l.notify(e.file)
 	return nil
 }
 

@@ -62,6 +62,13 @@ type Options struct {
 	// emulator answers about as many requests per second as Fava and takes
 	// as much of the machine. Zero means none.
 	RequestCost time.Duration
+	// WatchDelay is how long a change made to a ledger file by anyone but
+	// Fava itself goes unseen, as with Fava's default watcher from 1.29
+	// on: a watchfiles thread that reports changes after a debounce, so
+	// that GET changed and the mtime of answers only see a change once it
+	// has reported it. Zero is the polling watcher (Fava up to 1.28, or
+	// --poll-watcher), which stats the files at every check.
+	WatchDelay time.Duration
 }
 
 // Server is an http.Handler that behaves like Fava serving some ledgers.
@@ -118,6 +125,10 @@ type ledger struct {
 	lastChecked int64 // the watcher's last_checked: Fava's reported mtime
 	stamps      map[string]stamp
 	dirty       bool // a write of ours touched a file since the last check
+	// notified are the files our writes touched since the last check,
+	// with their stamps after the write: Fava's watcher.notify, which
+	// makes a write of Fava's seen at once even with WatchDelay.
+	notified map[string]stamp
 }
 
 type stamp struct {
@@ -212,11 +223,23 @@ func (l *ledger) changed() (bool, error) {
 	l.mu.Lock()
 	files := l.snap.files
 	stamps, latest := statFiles(files)
+	if d := l.srv.opts.WatchDelay; d > 0 {
+		// Changes younger than the delay are not reported yet.
+		cutoff := time.Now().Add(-d).UnixNano()
+		latest = 0
+		for f, st := range stamps {
+			if old, ok := l.stamps[f]; ok && st != old && st.mtime > cutoff && l.notified[f] != st {
+				stamps[f] = old
+			}
+			latest = max(latest, stamps[f].mtime)
+		}
+	}
 	changed := l.dirty || latest > l.lastChecked || !sameStamps(stamps, l.stamps)
 	if changed {
 		l.lastChecked = max(l.lastChecked, latest)
 		l.stamps = stamps
 		l.dirty = false
+		l.notified = nil
 	}
 	l.mu.Unlock()
 	if changed {
@@ -238,9 +261,14 @@ func sameStamps(a, b map[string]stamp) bool {
 }
 
 // notify is Fava's watcher.notify after a write: the next check reloads.
-func (l *ledger) notify() {
+func (l *ledger) notify(path string) {
+	st, _ := statFiles([]string{path})
 	l.mu.Lock()
 	l.dirty = true
+	if l.notified == nil {
+		l.notified = map[string]stamp{}
+	}
+	l.notified[path] = st[path]
 	l.mu.Unlock()
 }
 

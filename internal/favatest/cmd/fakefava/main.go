@@ -42,6 +42,7 @@ func run(log *slog.Logger, args []string) error {
 	fs.DurationVar(&opts.WritePause, "write-pause", 0, "pause before each chunk of a chunked write")
 	fs.DurationVar(&opts.WriteDelay, "write-delay", 0, "extra sleep inside every write")
 	fs.StringVar(&opts.Trace, "trace", "", "append a JSON line per read and write to this file")
+	fs.DurationVar(&opts.WatchDelay, "watch-delay", 0, "how long a change by another program goes unseen, as with Fava's watchfiles watcher (0: the polling watcher)")
 	fs.DurationVar(&opts.RequestCost, "request-cost", 0, "CPU time every request burns, one request at a time, as Fava does under Python's interpreter lock (0 for none)")
 	if err := fs.Parse(args); err != nil {
 		return err
