@@ -301,7 +301,8 @@ func (l *Etcd) Verify(ctx context.Context) error {
 		return ErrLeaseLost
 	default:
 	}
-	if _, err := l.checkFence(h.token); err != nil {
+	fenced, err := l.checkFence(h.token)
+	if err != nil {
 		if errors.Is(err, ErrFenced) {
 			l.markLost(h)
 		}
@@ -317,6 +318,12 @@ func (l *Etcd) Verify(ctx context.Context) error {
 	if !resp.Succeeded {
 		l.markLost(h)
 		return fmt.Errorf("%w: the lock key is gone", ErrLeaseLost)
+	}
+	if fenced < h.token {
+		// An older holder, paused between reading and replacing the fence
+		// file, set it back: the confirmed holder moves it forward again,
+		// so that it fences every hold older than this one.
+		return l.advanceFence(h.token)
 	}
 	return nil
 }

@@ -284,3 +284,29 @@ func TestEtcdReleaseWhileDown(t *testing.T) {
 	}
 	ra()
 }
+
+// TestEtcdFenceMovedBack: an older holder paused between reading and
+// replacing the fence file can set it back to its own token once a newer
+// holder has written it. The confirmed holder's next Verify moves it
+// forward again, so that the file fences every hold older than the newest.
+func TestEtcdFenceMovedBack(t *testing.T) {
+	srv := etcdtest.Start(t)
+	dir := t.TempDir()
+	l := hosts(t, srv, dir, 1, 5*time.Second, lock.EtcdHooks{})[0]
+	fence := filepath.Join(dir, "fence")
+	release, err := l.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	tok := l.Token()
+	if err := os.WriteFile(fence, []byte(strconv.FormatInt(tok-1, 10)), 0o644); err != nil { // the older holder's late write
+		t.Fatal(err)
+	}
+	if err := l.Verify(context.Background()); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if got, err := lock.ReadFence(fence); err != nil || got != tok {
+		t.Errorf("fence file holds %d (%v) after Verify, want the holder's token %d", got, err, tok)
+	}
+}
