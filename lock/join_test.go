@@ -239,3 +239,26 @@ func TestIdleDropRetried(t *testing.T) {
 		t.Fatalf("writer of the other process: %v", err)
 	}
 }
+
+// TestTimedOutWriterWithdraws: a writer of another process that gives up
+// waiting withdraws its announcement, so the readers it waited for go on
+// joining each other without a system call at once, not only once the
+// announcement has run out.
+func TestTimedOutWriterWithdraws(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	a, b := lock.New(path), lock.New(path)
+	lock.SetGateInterval(a, time.Hour)
+	read := mustLock(t, a.RLock)
+	defer read()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err := b.Lock(ctx)
+	cancel()
+	if err == nil {
+		t.Fatal("the writer got the lock while a reader of another process held it")
+	}
+	flocks := lock.CountFlocks(t)
+	mustLock(t, a.RLock)()
+	if got := flocks.Load(); got != 0 {
+		t.Errorf("a reader joining right after the writer gave up made %d flock calls, want 0", got)
+	}
+}

@@ -214,16 +214,17 @@ func (l *File) Lock(ctx context.Context) (release func(), err error) {
 		return nil, l.waitErr("exclusive", err)
 	}
 	if err := poll(ctx, gate, syscall.LOCK_EX, gate.announce); err != nil {
+		// Given up: readers need not wait out the announcement. Writers
+		// still waiting renew theirs within RetryDelay.
+		gate.withdraw()
 		l.sem.Release(writerWeight)
 		return nil, l.waitErr("exclusive", err)
 	}
 	err = pollFile(ctx, l.file, gate.announce)
-	if err == nil {
-		// No reader anywhere joins a shared lock while this one is held,
-		// so the announcement has done its work; writers still waiting
-		// renew theirs within RetryDelay.
-		gate.withdraw()
-	}
+	// Held, no reader anywhere joins a shared lock while this one is, so
+	// the announcement has done its work; given up, readers need not wait
+	// it out. Writers still waiting renew theirs within RetryDelay.
+	gate.withdraw()
 	gate.unlock()
 	if err != nil {
 		l.sem.Release(writerWeight)
