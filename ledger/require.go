@@ -326,10 +326,11 @@ func (l *Ledger) queryBalances(ctx context.Context, accounts []string) (fava.Bal
 	// after a debounce: until its mtime reaches the files', Fava answers
 	// from the ledger as it was.
 	newest := l.newestMtime()
-	for wait := time.NewTimer(favaCatchUp); ; {
-		seen, perr := strconv.ParseInt(resp.Reply.Mtime, 10, 64)
-		if perr != nil || seen >= newest {
-			wait.Stop()
+	wait := time.NewTimer(favaCatchUp)
+	defer wait.Stop()
+	for {
+		// An mtime that cannot be read tells nothing: the query goes on.
+		if seen, perr := strconv.ParseInt(resp.Reply.Mtime, 10, 64); perr != nil || seen >= newest {
 			break
 		}
 		select {
@@ -337,12 +338,10 @@ func (l *Ledger) queryBalances(ctx context.Context, accounts []string) (fava.Bal
 			return nil, favaproxy.WithRetryAfter(fmt.Errorf("reload before balance query: %w", favaproxy.Errorf(favaproxy.EUnavailable,
 				"fava has not seen the latest change to the ledger's files after %v; nothing was written; retry", favaCatchUp)), 1)
 		case <-cctx.Done():
-			wait.Stop()
 			return nil, fmt.Errorf("reload before balance query: %w", cctx.Err())
 		case <-time.After(favaCatchUpPoll):
 		}
 		if resp, err = get("changed", nil); err != nil {
-			wait.Stop()
 			return nil, fmt.Errorf("reload before balance query: %w", err)
 		}
 	}
