@@ -427,3 +427,30 @@ func TestRequireWaitsForFavasWatcher(t *testing.T) {
 		t.Errorf("bean-query: wallet at %s, want 0", got.FloatString(2))
 	}
 }
+
+// TestRequireFavaBehind: when Fava's watcher has still not seen a change
+// after favaproxy's wait, the conditional write is answered 503 with
+// Retry-After and nothing is written, rather than checked against the
+// ledger as it was.
+func TestRequireFavaBehind(t *testing.T) {
+	e := newAddEnvOpts(t, favatest.Options{Style: favatest.Style130, ReloadCostPerTxn: -1, WatchDelay: time.Minute}, walletLedger)
+	e.start(t, Options{})
+	f, err := os.OpenFile(e.file, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("\n2024-05-01 * \"Import\"\n  Assets:Wallet  -100 USD\n  Expenses:Food\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	resp, body := putRequire(t, e.url, "", "Assets:Wallet >= 0 USD", entriesBody(withdrawal("while fava lags")))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "nothing was written") {
+		t.Errorf("status %d, Retry-After %q, body %s; want 503 with Retry-After, nothing written", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if got := e.front.calls.Load(); got != 0 {
+		t.Errorf("%d add_entries calls reached Fava", got)
+	}
+	if got := walletBalance(t, e.file); got.Sign() != 0 {
+		t.Errorf("bean-query: wallet at %s, want 0", got.FloatString(2))
+	}
+}
